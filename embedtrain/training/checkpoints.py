@@ -1,0 +1,41 @@
+"""Checkpoint folder conventions: where the final model goes, how it is written safely, resume lookup."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from transformers.trainer_utils import get_last_checkpoint
+
+logger = logging.getLogger(__name__)
+
+FINAL_DIR = "final"
+
+
+def last_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest ``checkpoint-N`` folder in ``output_dir`` (None if there is none)."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    found = get_last_checkpoint(str(output_dir))
+    return Path(found) if found else None
+
+
+def atomic_save(save_fn, target: str | Path) -> Path:
+    """Write a model with ``save_fn(tmp_dir)`` then swap it into ``target``.
+
+    A crash while saving leaves any earlier ``target`` untouched; the previous folder is removed only
+    after the new one is complete.
+    """
+    target = Path(target)
+    tmp = target.with_name(target.name + ".tmp")
+    old = target.with_name(target.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_fn(str(tmp))
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target

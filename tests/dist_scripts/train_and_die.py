@@ -1,0 +1,23 @@
+"""Train a recipe and SIGKILL this process right after step ``argv[2]`` is checkpointed (no clean-up runs)."""
+
+import os
+import signal
+import sys
+
+from transformers import TrainerCallback
+
+from embedtrain.config import load_recipe
+from embedtrain.training import train
+
+
+class KillAfterSave(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    train(load_recipe(sys.argv[1]), callbacks=[KillAfterSave(int(sys.argv[2]))])

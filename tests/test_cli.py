@@ -1,0 +1,60 @@
+"""The ``embedtrain`` command line: help, validation, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from helpers import pair_rows, write_recipe, write_rows
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "embedtrain", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_help_lists_commands():
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    for command in ("train", "validate", "losses"):
+        assert command in proc.stdout
+
+
+def test_losses_lists_registry():
+    proc = run_cli("losses")
+    assert proc.returncode == 0 and "cached_mnrl" in proc.stdout and "cosent" in proc.stdout
+
+
+def test_validate_ok_and_bad_data_line(tmp_path, tiny_model_dir):
+    rows = pair_rows(5)
+    write_rows(tmp_path / "pairs.jsonl", rows)
+    recipe = {"model": {"name_or_path": str(tiny_model_dir)},
+              "datasets": [{"name": "p", "path": "pairs.jsonl", "format": "pairs"}],
+              "loss": {"name": "mnrl"}, "output_dir": "out"}
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    proc = run_cli("validate", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert "5 rows" in proc.stdout
+
+    with (tmp_path / "pairs.jsonl").open("a") as fh:
+        fh.write('{"query": "only a query"}\n')
+    proc = run_cli("validate", str(path))
+    assert proc.returncode == 2
+    assert "pairs.jsonl:6" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_train_unknown_key_is_one_clear_line(tmp_path):
+    path = write_recipe(tmp_path / "r.yaml", "datasets: []\nloss: {name: mnrl}\noutput_dir: o\nmodle: {}\n")
+    proc = run_cli("train", str(path))
+    assert proc.returncode == 2
+    assert "r.yaml:4" in proc.stderr and "Did you mean 'model'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_model_path_cli(tmp_path):
+    write_rows(tmp_path / "pairs.jsonl", pair_rows(3))
+    path = write_recipe(tmp_path / "r.yaml", {"model": {"name_or_path": "./nowhere"},
+                                              "datasets": [{"name": "p", "path": "pairs.jsonl", "format": "pairs"}],
+                                              "loss": {"name": "mnrl"}, "output_dir": "out"})
+    proc = run_cli("validate", str(path))
+    assert proc.returncode == 2 and "model path not found" in proc.stderr and "r.yaml:2" in proc.stderr
