@@ -1,0 +1,101 @@
+"""Wire dynamic re-mining into a training run from the recipe's ``datasets[i].mining.dynamic``.
+
+:func:`attach_dynamic_mining` is the only thing the trainer calls: for each dataset with a
+``mining.dynamic`` section it builds the :class:`~embedtrain.mining.table.NegativeTable` (the
+row's negatives from the file, then its ``candidates``), swaps the training dataset for the
+table-backed view, restores the saved state when resuming, and returns the trainer callback.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from embedtrain.data import read_records
+from embedtrain.data.formats import FORMATS, _negatives, _resolve_columns
+from embedtrain.errors import RecipeError
+from embedtrain.mining.config import DynamicMiningConfig
+from embedtrain.mining.dynamic import DynamicMiner, DynamicMiningCallback, ModelScorer, Retriever
+from embedtrain.mining.offline import read_corpus
+from embedtrain.mining.table import NegativeTable
+
+logger = logging.getLogger(__name__)
+
+
+def _candidate_texts(records, i: int, column: str) -> list[str]:
+    value = records.rows[i].get(column)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise records.error(i, column, f"expected a list of candidates, got {type(value).__name__}")
+    out = []
+    for j, item in enumerate(value):
+        text = item.get("text") if isinstance(item, dict) else item
+        if not isinstance(text, str) or not text.strip():
+            raise records.error(i, f"{column}[{j}]", "each candidate must be a non-empty string or {text: ...}")
+        out.append(text)
+    return out
+
+
+def build_table(recipe, index: int, prepared, config: DynamicMiningConfig) -> NegativeTable:
+    """The negatives table of dataset ``index``: ranked list = file negatives, then candidates."""
+    ds_cfg = recipe.datasets[index]
+    path = recipe.resolve_path(ds_cfg.path) if ds_cfg.file_type != "hub" else ds_cfg.path
+    records = read_records(path, ds_cfg.file_type, split=ds_cfg.split, limit=ds_cfg.max_samples)
+    spec = FORMATS["hard_negatives"]
+    columns = _resolve_columns(records, spec, ds_cfg.columns)
+    dataset = prepared.dataset
+    n = sum(1 for c in dataset.column_names if c.startswith("negative_"))
+    ranked = [_negatives(records, i, columns[spec.list_role]) + _candidate_texts(records, i, config.candidates_column)
+              for i in range(len(records))]
+    if config.source == "candidates" and all(len(r) <= n for r in ranked):
+        raise RecipeError(f"no row of {path} has candidates beyond its {n} negatives (column "
+                          f"'{config.candidates_column}'); mine with `embedtrain mine --candidates 50` or use "
+                          "source: retrieve", file=recipe.source, line=recipe.line_of("datasets", index, "mining"),
+                          field=f"datasets[{index}].mining.dynamic.source")
+    extra = []
+    if config.source == "retrieve" and config.corpus:
+        extra = read_corpus(recipe.resolve_path(config.corpus), config.corpus_column)
+    return NegativeTable(ds_cfg.name, dataset["anchor"], dataset["positive"], ranked, n, extra_texts=extra)
+
+
+def attach_dynamic_mining(recipe, prepared: list, train_datasets: dict, resume_from: Path | None,
+                          ) -> list[TrainerCallback]:
+    """Swap in table-backed datasets for ``mining.dynamic`` datasets; return the callback (or nothing)."""
+    miners = []
+    for i, p in enumerate(prepared):
+        mining = getattr(p.config, "mining", None)
+        if mining is None or mining.dynamic is None:
+            continue
+        cfg = mining.dynamic
+        where = {"file": recipe.source, "line": recipe.line_of("datasets", i, "mining"),
+                 "field": f"datasets[{i}].mining.dynamic"}
+        if p.config.format != "hard_negatives":
+            raise RecipeError(f"dynamic mining re-mines hard negatives; dataset format is '{p.config.format}', "
+                              "it must be hard_negatives (mine them first with `embedtrain mine`)", **where)
+        if recipe.training.get("dataloader_num_workers", 0):
+            raise RecipeError("dynamic mining rewrites negatives in the training process; set "
+                              "training.dataloader_num_workers: 0", **where)
+        table = build_table(recipe, i, p, cfg)
+        anchor_prompt, negative_prompt = p.prompts.get("anchor"), p.prompts.get("negative_1")
+        retriever = None
+        if cfg.source == "retrieve":
+            corpus = (read_corpus(recipe.resolve_path(cfg.corpus), cfg.corpus_column) if cfg.corpus
+                      else list(table.texts))
+            retriever = Retriever(table, [table.id_of(t) for t in dict.fromkeys(corpus)], cfg, anchor_prompt,
+                                  negative_prompt, p.prompts.get("positive"))
+
+        def scorer_factory(model, table=table, cfg=cfg, ap=anchor_prompt, np_=negative_prompt):
+            return ModelScorer(model, table, ap, np_, cfg.batch_size)
+
+        miners.append(DynamicMiner(table, cfg, scorer_factory=scorer_factory, retriever=retriever, seed=recipe.seed))
+        train_datasets[p.config.name] = table.wrap(p.dataset)
+        logger.info("dynamic mining [%s]: %d rows, %d negatives each, source %s, every %d steps", table.name,
+                    len(table), table.num_negatives, cfg.source, cfg.every_steps)
+    if not miners:
+        return []
+    if resume_from is not None:
+        DynamicMiningCallback.restore(miners, resume_from)
+    return [DynamicMiningCallback(miners)]

@@ -1,0 +1,85 @@
+"""Split work across training processes and gather the results on every process.
+
+Dynamic re-mining must leave every process with the *same* negatives table, or processes would
+train on different data and the checkpoints would disagree. :func:`sharded_map` gives each rank
+a strided share of the items, runs the work locally and all-gathers the results in the original
+order, so every rank then applies the same deterministic decisions to the same numbers.
+
+:class:`Collective` is the minimal interface used (rank, world size, ``all_gather_object``);
+:func:`current_collective` returns the torch.distributed one under ``accelerate launch`` /
+``torchrun`` and a single-process one otherwise. Tests substitute their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Collective(Protocol):
+    """The collective operations dynamic mining needs."""
+
+    rank: int
+    world_size: int
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, indexed by rank, on every rank."""
+        ...
+
+
+class LocalCollective:
+    """One process: gathering returns the object itself."""
+
+    rank = 0
+    world_size = 1
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        return [obj]
+
+
+class TorchCollective:
+    """``torch.distributed`` process group (initialised by accelerate / torchrun)."""
+
+    def __init__(self) -> None:
+        import torch.distributed as dist
+
+        self._dist = dist
+        self.rank = dist.get_rank()
+        self.world_size = dist.get_world_size()
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        out: list[Any] = [None] * self.world_size
+        self._dist.all_gather_object(out, obj)
+        return out
+
+
+def current_collective() -> Collective:
+    """The torch.distributed collective when running multi-process, else :class:`LocalCollective`."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return TorchCollective()
+    return LocalCollective()
+
+
+def sharded_map(collective: Collective, items: Sequence[T], fn: Callable[[list[T]], Sequence[R]]) -> list[R]:
+    """``fn`` over ``items`` split across ranks (rank r takes items r, r+W, ...); all results on all ranks.
+
+    ``fn`` maps a list of items to a same-length list of results. Every rank must call this with
+    the same ``items``.
+    """
+    world, rank = collective.world_size, collective.rank
+    mine = list(items[rank::world])
+    results = list(fn(mine)) if mine else []
+    if len(results) != len(mine):
+        raise RuntimeError(f"sharded_map: fn returned {len(results)} results for {len(mine)} items")
+    if world == 1:
+        return results
+    gathered = collective.all_gather_object(results)
+    out: list[Any] = [None] * len(items)
+    for r, part in enumerate(gathered):
+        out[r::world] = part
+    return out

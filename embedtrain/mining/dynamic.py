@@ -1,0 +1,285 @@
+"""Conan-embedding dynamic hard-negative re-mining while training.
+
+Hard negatives mined once with the starting model get easy as the model learns them. Following
+Conan-embedding (Li et al., 2024), each example remembers the mean query-negative cosine of its
+negatives when they were put in place (``initial``). Every ``every_steps`` optimizer steps the
+current model re-scores examples (``current``); negatives count as easy when
+``current < initial / easy_ratio`` and ``|current| < easy_abs`` and are replaced by the next window
+of the example's ranked candidates, or by a fresh retrieval with the current model. The new
+negatives' score becomes the example's new ``initial``.
+
+* :class:`ModelScorer` - mean query-negative cosine of rows under a model (training prompts).
+* :class:`Retriever` - fresh, filtered retrieval of negatives with the current model.
+* :class:`DynamicMiner` - one dataset's rounds: score (sharded across processes), decide, refresh.
+* :class:`DynamicMiningCallback` - runs the rounds from the trainer and saves the state into each
+  checkpoint (``dynamic_mining-<dataset>.npz``), restored on ``--resume``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from transformers import TrainerCallback
+
+from embedtrain.mining.collective import Collective, current_collective, sharded_map
+from embedtrain.mining.config import DynamicMiningConfig
+from embedtrain.mining.filtering import select_negatives
+from embedtrain.mining.search import encode_texts, top_k
+from embedtrain.mining.table import NegativeTable
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "dynamic_mining-{name}.npz"
+Scorer = Callable[[list[int]], np.ndarray]
+
+
+def is_easy(current: float, initial: float, config: DynamicMiningConfig) -> bool:
+    """Conan's rule: the negatives got easier by more than ``easy_ratio`` and are not near-duplicates."""
+    if not (np.isfinite(current) and np.isfinite(initial)):
+        return False
+    return current < initial / config.easy_ratio and abs(current) < config.easy_abs
+
+
+class _TrainingMode:
+    """Encode in eval mode, then put the model back in the mode training left it in."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def __enter__(self):
+        self.was_training = self.model.training
+        return self.model
+
+    def __exit__(self, *exc) -> None:
+        self.model.train(self.was_training)
+
+
+@dataclass
+class ModelScorer:
+    """Mean cosine between each row's anchor and its current negatives, under ``model``.
+
+    ``anchor_prompt`` / ``negative_prompt`` are the prompts training applies to those columns, so
+    the scores are those of the similarities the loss sees.
+    """
+
+    model: object
+    table: NegativeTable
+    anchor_prompt: str | None = None
+    negative_prompt: str | None = None
+    batch_size: int = 64
+
+    def __call__(self, rows: list[int]) -> np.ndarray:
+        if not rows:
+            return np.zeros(0)
+        n = self.table.num_negatives
+        anchors = [self.table.anchors[r] for r in rows]
+        negatives = [t for r in rows for t in self.table.negatives(r)]
+        with _TrainingMode(self.model) as model:
+            a = encode_texts(model, anchors, kind="plain", prompt=self.anchor_prompt, batch_size=self.batch_size)
+            e = encode_texts(model, negatives, kind="plain", prompt=self.negative_prompt, batch_size=self.batch_size)
+        return np.einsum("rd,rkd->rk", a, e.reshape(len(rows), n, -1)).mean(axis=1).astype(np.float64)
+
+
+class Retriever:
+    """Fresh negatives for rows from ``corpus`` (pool ids) with the current model, filtered like offline mining.
+
+    Excluded: the row's anchor text, every positive of rows with the same anchor, and the row's
+    current (easy) negatives. Margins compare with the anchor-positive cosine under the current model.
+    """
+
+    def __init__(self, table: NegativeTable, corpus_ids: Sequence[int], config: DynamicMiningConfig,
+                 anchor_prompt: str | None = None, negative_prompt: str | None = None,
+                 positive_prompt: str | None = None) -> None:
+        self.table = table
+        self.corpus_ids = np.asarray(corpus_ids, dtype=np.int64)
+        self.config = config
+        self.prompts = (anchor_prompt, negative_prompt, positive_prompt)
+        self.positives_of: dict[str, set[int]] = {}
+        for anchor, pid in zip(table.anchors, table.positive_ids):
+            self.positives_of.setdefault(anchor, set()).add(int(pid))
+
+    def __call__(self, model, rows: list[int], coll: Collective) -> list[list[int] | None]:
+        """New negative ids per row (None where too few candidates pass the filters).
+
+        Corpus encoding and the per-row searches are split across the ranks of ``coll``.
+        """
+        if not rows:
+            return []
+        cfg, table = self.config, self.table
+        anchor_prompt, negative_prompt, positive_prompt = self.prompts
+        blocks = [self.corpus_ids[s:s + 4096] for s in range(0, len(self.corpus_ids), 4096)]
+        with _TrainingMode(model):
+            parts = sharded_map(coll, blocks, lambda bs: [encode_texts(
+                model, [table.texts[j] for j in b], kind="plain", prompt=negative_prompt,
+                batch_size=cfg.batch_size) for b in bs])
+        corpus_emb = np.concatenate(parts, axis=0)
+        k = min(cfg.range_max + 1 + table.num_negatives + len(max(self.positives_of.values(), key=len)),
+                len(self.corpus_ids))
+        flt = cfg.filter_only()
+
+        def search(my_rows: list[int]) -> list[list[int] | None]:
+            with _TrainingMode(model):
+                q = encode_texts(model, [table.anchors[r] for r in my_rows], kind="plain", prompt=anchor_prompt,
+                                 batch_size=cfg.batch_size)
+                p = encode_texts(model, [table.positive(r) for r in my_rows], kind="plain", prompt=positive_prompt,
+                                 batch_size=cfg.batch_size)
+            scores, idx = top_k(q, corpus_emb, k)
+            out: list[list[int] | None] = []
+            for i, r in enumerate(my_rows):
+                ids = np.where(idx[i] >= 0, self.corpus_ids[np.maximum(idx[i], 0)], -1)
+                exclude = set(self.positives_of[table.anchors[r]]) | {int(j) for j in table.current_ids[r]}
+                own = table.id_of(table.anchors[r])
+                if own is not None:
+                    exclude.add(own)
+                picked = select_negatives(ids, scores[i], exclude=exclude, positive_score=float(q[i] @ p[i]),
+                                          flt=flt, limit=table.num_negatives)
+                out.append([j for j, _ in picked] if len(picked) == table.num_negatives else None)
+            return out
+
+        return sharded_map(coll, rows, search)
+
+
+@dataclass
+class RoundReport:
+    """What one re-mining round did (logged and kept in the saved state's history)."""
+
+    step: int
+    dataset: str
+    rescored: int
+    easy: int
+    refreshed: int
+    exhausted: int
+    mean_current: float
+    mean_initial: float
+    seconds: float
+
+
+class DynamicMiner:
+    """Dynamic re-mining for one dataset: initial scoring, periodic rounds, refreshes.
+
+    ``scorer_factory(model) -> Scorer`` and ``retriever`` are injectable so the decision logic can
+    be tested with hand-set scores; ``collective`` splits the scoring across processes.
+    """
+
+    def __init__(self, table: NegativeTable, config: DynamicMiningConfig, *,
+                 scorer_factory: Callable[[object], Scorer], retriever: Retriever | None = None,
+                 collective: Collective | None = None, seed: int = 0) -> None:
+        if config.source == "retrieve" and retriever is None:
+            raise ValueError("source 'retrieve' needs a retriever")
+        self.table = table
+        self.config = config
+        self.scorer_factory = scorer_factory
+        self.retriever = retriever
+        self._collective = collective
+        self.seed = seed
+        self.restored = False
+
+    @property
+    def collective(self) -> Collective:
+        """The process group, looked up on first use (it exists only once training arguments are built)."""
+        if self._collective is None:
+            self._collective = current_collective()
+        return self._collective
+
+    def _score(self, model, rows: list[int]) -> np.ndarray:
+        scorer = self.scorer_factory(model)
+        return np.asarray(sharded_map(self.collective, rows, lambda rs: list(scorer(rs))), dtype=np.float64)
+
+    def initialize(self, model) -> None:
+        """Score every row's starting negatives: their ``initial`` score."""
+        t = time.perf_counter()
+        rows = list(range(len(self.table)))
+        scores = self._score(model, rows)
+        self.table.initial[:] = scores
+        self.table.current[:] = scores
+        self.table.take_seen()
+        logger.info("dynamic mining [%s]: initial mean query-negative cosine %.4f over %d rows (%.1fs)",
+                    self.table.name, float(np.mean(scores)) if len(scores) else float("nan"), len(rows),
+                    time.perf_counter() - t)
+
+    def round_rows(self, step: int) -> list[int]:
+        """Rows to re-score this round, identical on every rank."""
+        if self.config.scope == "all":
+            rows = list(range(len(self.table)))
+        else:
+            local = self.table.take_seen()
+            rows = sorted(set().union(*map(set, self.collective.all_gather_object(local))))
+        if self.config.max_rescore is not None and len(rows) > self.config.max_rescore:
+            rng = np.random.default_rng([self.seed, step])
+            rows = sorted(int(r) for r in rng.choice(rows, self.config.max_rescore, replace=False))
+        return rows
+
+    def run_round(self, model, step: int) -> RoundReport:
+        """Re-score, find easy rows, refresh them; returns the report (same on every rank)."""
+        t = time.perf_counter()
+        table, cfg = self.table, self.config
+        rows = self.round_rows(step)
+        scores = self._score(model, rows)
+        table.current[rows] = scores
+        easy = [r for r, s in zip(rows, scores) if is_easy(s, table.initial[r], cfg)]
+        refreshed: list[int] = []
+        if cfg.source == "candidates":
+            refreshed = [r for r in easy if table.advance(r)]
+        elif easy:
+            for r, ids in zip(easy, self.retriever(model, easy, self.collective)):
+                if ids is not None:
+                    table.replace(r, ids)
+                    refreshed.append(r)
+        if refreshed:
+            new = self._score(model, refreshed)
+            table.initial[refreshed] = new
+            table.current[refreshed] = new
+        report = RoundReport(
+            step=step, dataset=table.name, rescored=len(rows), easy=len(easy), refreshed=len(refreshed),
+            exhausted=len(easy) - len(refreshed),
+            mean_current=round(float(np.mean(scores)), 6) if len(rows) else float("nan"),
+            mean_initial=round(float(np.nanmean(table.initial[rows])), 6) if len(rows) else float("nan"),
+            seconds=round(time.perf_counter() - t, 3))
+        table.history.append(asdict(report))
+        logger.info("dynamic mining [%s] step %d: re-scored %d rows, %d easy, refreshed %d, %d out of candidates "
+                    "(mean cosine %.4f, initial %.4f, %.1fs)", table.name, step, report.rescored, report.easy,
+                    report.refreshed, report.exhausted, report.mean_current, report.mean_initial, report.seconds)
+        return report
+
+
+class DynamicMiningCallback(TrainerCallback):
+    """Runs :class:`DynamicMiner` rounds during training and keeps their state in checkpoints."""
+
+    def __init__(self, miners: Sequence[DynamicMiner]) -> None:
+        self.miners = list(miners)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        for miner in self.miners:
+            if not miner.restored:
+                miner.initialize(model)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        for miner in self.miners:
+            if state.global_step > 0 and state.global_step % miner.config.every_steps == 0:
+                miner.run_round(model, state.global_step)
+
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        for miner in self.miners:
+            miner.table.save(folder / STATE_FILE.format(name=miner.table.name))
+
+    @staticmethod
+    def restore(miners: Sequence[DynamicMiner], checkpoint: str | Path) -> None:
+        """Load each miner's table state from ``checkpoint`` (a ``checkpoint-N`` folder)."""
+        for miner in miners:
+            path = Path(checkpoint) / STATE_FILE.format(name=miner.table.name)
+            if not path.exists():
+                logger.warning("dynamic mining [%s]: %s has no saved state; starting from the data's negatives",
+                               miner.table.name, checkpoint)
+                continue
+            miner.table.load(path)
+            miner.restored = True
+            logger.info("dynamic mining [%s]: restored state from %s (%d rounds so far, %d rows refreshed)",
+                        miner.table.name, path, len(miner.table.history), int((miner.table.refresh_count > 0).sum()))

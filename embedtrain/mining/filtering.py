@@ -1,0 +1,74 @@
+"""Pick negatives from one query's ranked retrieval list: rank window, then false-negative filters.
+
+The semantics are those documented on :class:`~embedtrain.mining.config.NegativeFilter`: ranks
+are positions in the retrieval list after removing excluded documents (the query's positives and
+its own text); the margin filters compare each candidate's score with the positive's score.
+:class:`FilterCounts` tallies why candidates were skipped so a mining run can report it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from embedtrain.mining.config import NegativeFilter
+
+
+@dataclass
+class FilterCounts:
+    """How many in-window candidates each filter removed (window: ranked above ``range_min``)."""
+
+    considered: int = 0
+    above_range_min: int = 0
+    absolute_margin: int = 0
+    relative_margin: int = 0
+    max_score: int = 0
+    min_score: int = 0
+
+    def add(self, other: FilterCounts) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def select_negatives(ids: np.ndarray, scores: np.ndarray, *, exclude: Collection[int], positive_score: float,
+                     flt: NegativeFilter, limit: int | None = None,
+                     counts: FilterCounts | None = None) -> list[tuple[int, float]]:
+    """``(id, score)`` of the accepted candidates of one query, in the given (best-first) order.
+
+    ``ids``/``scores`` are the query's retrieval list (id ``-1`` = empty slot); ``exclude`` are
+    ids that are never negatives (positives, the query itself); ``limit`` caps the result length.
+    """
+    ids = np.asarray(ids)
+    scores = np.asarray(scores, dtype=np.float64)
+    valid = (ids >= 0) & np.isfinite(scores)
+    if exclude:
+        valid &= ~np.isin(ids, np.fromiter(exclude, dtype=np.int64, count=len(exclude)))
+    rank = np.cumsum(valid) - 1
+    keep = valid & (rank < flt.range_max)
+    c = FilterCounts(considered=int(keep.sum()))
+    above = keep & (rank < flt.range_min)
+    c.above_range_min = int(above.sum())
+    keep &= ~above
+    p = float(positive_score)
+    for name, drop in (
+        ("absolute_margin", None if flt.absolute_margin is None else scores > p - flt.absolute_margin),
+        ("relative_margin", None if flt.relative_margin is None else scores > p - abs(p) * flt.relative_margin),
+        ("max_score", None if flt.max_score is None else scores > flt.max_score),
+        ("min_score", None if flt.min_score is None else scores < flt.min_score),
+    ):
+        if drop is None:
+            continue
+        removed = keep & drop
+        setattr(c, name, int(removed.sum()))
+        keep &= ~removed
+    if counts is not None:
+        counts.add(c)
+    picked = np.flatnonzero(keep)
+    if limit is not None:
+        picked = picked[:limit]
+    return [(int(ids[j]), float(scores[j])) for j in picked]

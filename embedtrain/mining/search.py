@@ -1,0 +1,99 @@
+"""Batched encoding and memory-bounded exact top-k retrieval.
+
+:func:`encode_texts` embeds texts in chunks (so a progress bar can advance) with unit-length
+output, making inner product = cosine. :func:`top_k` finds the ``k`` best documents per query
+either with torch, holding at most ``query_chunk_size x corpus_chunk_size`` scores at a time and
+merging running top-k lists, or with a flat faiss inner-product index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+Advance = Callable[[int], None]
+
+
+def encode_texts(model, texts: Sequence[str], *, kind: str = "document", prompt: str | None = None,
+                 batch_size: int = 64, chunk_size: int = 2048, advance: Advance | None = None) -> np.ndarray:
+    """Unit-normalised float32 embeddings of ``texts``, shape ``(len(texts), dim)``.
+
+    ``kind`` is ``"query"`` or ``"document"``: with ``prompt=None`` the model's own ``query`` /
+    ``document`` prompt applies (``encode_query`` / ``encode_document``); a string ``prompt`` is
+    prepended instead. ``kind="plain"`` uses ``encode`` and only ``prompt`` (as the trainer does
+    with per-column prompts). ``advance(n)`` is called after each chunk of ``n`` texts.
+    """
+    encode = getattr(model, {"query": "encode_query", "document": "encode_document", "plain": "encode"}[kind])
+    chunks = []
+    for start in range(0, len(texts), chunk_size):
+        part = list(texts[start:start + chunk_size])
+        emb = encode(part, prompt=prompt, batch_size=batch_size, normalize_embeddings=True,
+                     convert_to_numpy=True, show_progress_bar=False)
+        chunks.append(np.asarray(emb, dtype=np.float32))
+        if advance is not None:
+            advance(len(part))
+    if not chunks:
+        dim = model.get_embedding_dimension() or 0
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.concatenate(chunks, axis=0)
+
+
+def top_k(queries: np.ndarray, corpus: np.ndarray, k: int, *, query_chunk_size: int = 1024,
+          corpus_chunk_size: int = 65536, use_faiss: bool = False,
+          advance: Advance | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and corpus ids of the ``k`` highest inner products per query, best first.
+
+    Returns ``(scores, ids)`` of shape ``(n_queries, k)``; when the corpus has fewer than ``k``
+    documents the missing slots hold score ``-inf`` and id ``-1``. ``advance(n)`` is called after
+    each chunk of ``n`` queries.
+    """
+    n_q = queries.shape[0]
+    scores_out = np.full((n_q, k), -np.inf, dtype=np.float32)
+    ids_out = np.full((n_q, k), -1, dtype=np.int64)
+    if n_q == 0 or corpus.shape[0] == 0:
+        return scores_out, ids_out
+    if use_faiss:
+        return _top_k_faiss(queries, corpus, k, query_chunk_size, scores_out, ids_out, advance)
+    corpus_t = torch.from_numpy(np.ascontiguousarray(corpus, dtype=np.float32))
+    for qs in range(0, n_q, query_chunk_size):
+        q = torch.from_numpy(np.ascontiguousarray(queries[qs:qs + query_chunk_size], dtype=np.float32))
+        best_s = torch.empty((q.shape[0], 0))
+        best_i = torch.empty((q.shape[0], 0), dtype=torch.long)
+        for cs in range(0, corpus_t.shape[0], corpus_chunk_size):
+            block = q @ corpus_t[cs:cs + corpus_chunk_size].T
+            s, i = torch.topk(block, min(k, block.shape[1]), dim=1)
+            merged_s = torch.cat([best_s, s], dim=1)
+            merged_i = torch.cat([best_i, i + cs], dim=1)
+            best_s, pos = torch.topk(merged_s, min(k, merged_s.shape[1]), dim=1)
+            best_i = torch.gather(merged_i, 1, pos)
+        width = best_s.shape[1]
+        scores_out[qs:qs + q.shape[0], :width] = best_s.numpy()
+        ids_out[qs:qs + q.shape[0], :width] = best_i.numpy()
+        if advance is not None:
+            advance(q.shape[0])
+    return scores_out, ids_out
+
+
+def _top_k_faiss(queries, corpus, k, query_chunk_size, scores_out, ids_out, advance):
+    import logging
+
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs each CPU-feature probe
+    try:
+        import faiss
+    except ImportError:
+        raise ImportError("use_faiss needs the faiss package: pip install 'embedtrain[faiss]'") from None
+    index = faiss.IndexFlatIP(corpus.shape[1])
+    index.add(np.ascontiguousarray(corpus, dtype=np.float32))
+    kk = min(k, corpus.shape[0])
+    for qs in range(0, queries.shape[0], query_chunk_size):
+        q = np.ascontiguousarray(queries[qs:qs + query_chunk_size], dtype=np.float32)
+        s, i = index.search(q, kk)
+        scores_out[qs:qs + q.shape[0], :kk] = s
+        ids_out[qs:qs + q.shape[0], :kk] = i
+        if advance is not None:
+            advance(q.shape[0])
+    ids_out[ids_out < 0] = -1
+    scores_out[ids_out < 0] = -np.inf
+    return scores_out, ids_out

@@ -1,0 +1,182 @@
+"""The mutable negatives table a training dataset reads its hard negatives through.
+
+``datasets.Dataset`` objects are immutable Arrow tables and the trainer builds its dataloader
+once, so the negatives of a row cannot be rewritten in place. Instead :meth:`NegativeTable.wrap`
+adds a row-index column and a ``with_transform`` that, whenever rows are read (by the batch
+sampler or the dataloader), replaces ``negative_1 ... negative_n`` with the row's *current*
+negatives from this table and drops the index column. sentence-transformers chains its own
+``dataset_name`` transform on top, so prompts and per-dataset losses keep working.
+
+Per row the table keeps a ranked list of candidate negatives (the row's negatives from the file,
+then its extra candidates), the ids of the current negatives, a cursor to the next unused
+candidate, and the ``initial`` / ``current`` mean query-negative scores used by
+:mod:`embedtrain.mining.dynamic`. Texts are interned in one pool so the state is small integer
+arrays; :meth:`save` / :meth:`load` round-trip it through an ``.npz`` file with a fingerprint of
+the data so a checkpoint cannot be resumed against different data.
+
+Reads happen in the training process, so dynamic mining needs ``dataloader_num_workers: 0``
+(worker processes would hold stale copies of the table).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedtrain.errors import CheckpointError
+
+ROW_COLUMN = "__embedtrain_row"
+
+
+class NegativeTable:
+    """Current negatives, candidate lists and scores of one dataset's rows."""
+
+    def __init__(self, name: str, anchors: Sequence[str], positives: Sequence[str],
+                 ranked: Sequence[Sequence[str]], num_negatives: int, extra_texts: Sequence[str] = ()) -> None:
+        if not (len(anchors) == len(positives) == len(ranked)):
+            raise ValueError("anchors, positives and ranked lists must have one entry per row")
+        self.name = name
+        self.num_negatives = n = num_negatives
+        self.anchors = list(anchors)
+        self.texts: list[str] = []
+        self._ids: dict[str, int] = {}
+        self.positive_ids = np.array([self.intern(p) for p in positives], dtype=np.int64)
+        self.ranked = [np.array([self.intern(t) for t in row], dtype=np.int64) for row in ranked]
+        short = [i for i, r in enumerate(self.ranked) if len(r) < n]
+        if short:
+            raise ValueError(f"row {short[0]} has {len(self.ranked[short[0]])} negatives, {n} are needed")
+        for t in extra_texts:
+            self.intern(t)
+        size = len(self.anchors)
+        self.current_ids = np.stack([r[:n] for r in self.ranked]) if size else np.zeros((0, n), dtype=np.int64)
+        self.cursor = np.full(size, n, dtype=np.int64)
+        self.initial = np.full(size, np.nan)
+        self.current = np.full(size, np.nan)
+        self.refresh_count = np.zeros(size, dtype=np.int64)
+        self.history: list[dict[str, Any]] = []
+        self.seen: set[int] = set()
+        self._fingerprint: str | None = None
+
+    # -- texts -------------------------------------------------------------------------------
+    def intern(self, text: str) -> int:
+        """Pool id of ``text`` (added if new)."""
+        found = self._ids.get(text)
+        if found is None:
+            found = self._ids[text] = len(self.texts)
+            self.texts.append(text)
+            self._fingerprint = None
+        return found
+
+    def id_of(self, text: str) -> int | None:
+        return self._ids.get(text)
+
+    def __len__(self) -> int:
+        return len(self.anchors)
+
+    def negatives(self, row: int) -> list[str]:
+        """The current negative texts of ``row``."""
+        return [self.texts[j] for j in self.current_ids[row]]
+
+    def positive(self, row: int) -> str:
+        return self.texts[self.positive_ids[row]]
+
+    # -- dataset view ------------------------------------------------------------------------
+    def wrap(self, dataset):
+        """``dataset`` (columns anchor, positive, negative_1..n) reading negatives from this table."""
+        if len(dataset) != len(self):
+            raise ValueError(f"dataset has {len(dataset)} rows, the table {len(self)}")
+        return dataset.add_column(ROW_COLUMN, list(range(len(self)))).with_transform(self.transform)
+
+    def transform(self, batch: dict[str, list]) -> dict[str, list]:
+        """``with_transform`` hook: current negatives for the rows in ``batch``; drops the index column."""
+        batch = dict(batch)
+        rows = [int(r) for r in batch.pop(ROW_COLUMN)]
+        self.seen.update(rows)
+        for k in range(self.num_negatives):
+            batch[f"negative_{k + 1}"] = [self.texts[self.current_ids[r, k]] for r in rows]
+        return batch
+
+    def take_seen(self) -> list[int]:
+        """Rows read since the last call, sorted; clears the record."""
+        rows = sorted(self.seen)
+        self.seen.clear()
+        return rows
+
+    # -- updates -----------------------------------------------------------------------------
+    def advance(self, row: int) -> bool:
+        """Move ``row`` to the next ``num_negatives`` ranked candidates; False if too few are left."""
+        start, n = int(self.cursor[row]), self.num_negatives
+        if start + n > len(self.ranked[row]):
+            return False
+        self.current_ids[row] = self.ranked[row][start:start + n]
+        self.cursor[row] = start + n
+        self.refresh_count[row] += 1
+        return True
+
+    def replace(self, row: int, ids: Sequence[int]) -> None:
+        """Set ``row``'s negatives to pool ``ids`` (fresh retrieval)."""
+        if len(ids) != self.num_negatives:
+            raise ValueError(f"expected {self.num_negatives} negative ids, got {len(ids)}")
+        self.current_ids[row] = np.asarray(ids, dtype=np.int64)
+        self.refresh_count[row] += 1
+
+    # -- persistence -------------------------------------------------------------------------
+    def fingerprint(self) -> str:
+        """Hash of the rows, candidate lists and text pool; a saved state only loads onto equal data."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            h.update(f"{len(self)}:{self.num_negatives}:{len(self.texts)}".encode())
+            for t in self.texts:
+                h.update(t.encode("utf-8", "surrogatepass"))
+                h.update(b"\0")
+            h.update(self.positive_ids.tobytes())
+            for r in self.ranked:
+                h.update(r.tobytes())
+                h.update(b"|")
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"current_ids": self.current_ids.copy(), "cursor": self.cursor.copy(), "initial": self.initial.copy(),
+                "current": self.current.copy(), "refresh_count": self.refresh_count.copy(),
+                "history": list(self.history), "fingerprint": self.fingerprint()}
+
+    def load_state_dict(self, state: dict[str, Any], source: str | Path | None = None) -> None:
+        if state["fingerprint"] != self.fingerprint():
+            raise CheckpointError(f"dynamic mining state was saved for different data than dataset '{self.name}' "
+                                  "(rows, negatives or candidates changed); resume with the same data",
+                                  file=source)
+        self.current_ids = np.array(state["current_ids"], dtype=np.int64)
+        self.cursor = np.array(state["cursor"], dtype=np.int64)
+        self.initial = np.array(state["initial"], dtype=np.float64)
+        self.current = np.array(state["current"], dtype=np.float64)
+        self.refresh_count = np.array(state["refresh_count"], dtype=np.int64)
+        self.history = list(state["history"])
+
+    def save(self, path: str | Path) -> Path:
+        """Write the state to ``path`` (``.npz``), atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = self.state_dict()
+        meta = json.dumps({"fingerprint": state.pop("fingerprint"), "history": state.pop("history"),
+                           "dataset": self.name})
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, meta=np.array(meta), **state)
+        tmp.replace(path)
+        return path
+
+    def load(self, path: str | Path) -> None:
+        """Restore the state written by :meth:`save` (CheckpointError on missing file or other data)."""
+        path = Path(path)
+        if not path.exists():
+            raise CheckpointError("no dynamic mining state in this checkpoint", file=path)
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            state = {k: data[k] for k in data.files if k != "meta"}
+        state.update(fingerprint=meta["fingerprint"], history=meta["history"])
+        self.load_state_dict(state, source=path)
