@@ -1,0 +1,63 @@
+"""``embedtrain soup CKPT... OUT``: average checkpoints (uniform / weighted / greedy)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from embedtrain.cli.app import app, out
+from embedtrain.errors import CheckpointError
+
+
+def _parse_weights(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        raise CheckpointError(f"--weights must be comma-separated numbers, got '{text}'", field="weights") from None
+
+
+@app.command()
+def soup(
+    paths: list[Path] = typer.Argument(..., metavar="CKPT... OUT",
+                                       help="Checkpoints to average, then the output folder (last)."),
+    method: str = typer.Option("uniform", "--method", help="uniform | weighted | greedy."),
+    weights: str | None = typer.Option(None, "--weights", help="Weights for --method weighted: 0.5,0.3,0.2"),
+    held_out: Path | None = typer.Option(None, "--held-out",
+                                         help="Scored-pairs file (sentence1, sentence2, score) scored with "
+                                              "cosine Spearman: guides --method greedy, reported otherwise."),
+    mteb_task: str | None = typer.Option(None, "--mteb-task", help="Offline MTEB task as the held-out metric."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Local data folder for --mteb-task."),
+    task: str | None = typer.Option(None, "--task", help="Task-adapter models: score under this task."),
+    max_samples: int | None = typer.Option(None, "--max-samples", min=1, help="Use the first N held-out pairs."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it already holds files."),
+) -> None:
+    """Average CKPT... (same architecture) into OUT, keeping the first checkpoint's configuration."""
+    from embedtrain.soup import make_soup
+    from embedtrain.soup.metrics import held_out_sts, mteb_metric
+
+    if len(paths) < 3:
+        raise CheckpointError("give at least two checkpoints and the output folder: soup CKPT CKPT... OUT")
+    *checkpoints, output = paths
+    if held_out is not None and mteb_task is not None:
+        raise CheckpointError("use either --held-out or --mteb-task, not both")
+    metric, metric_name = None, None
+    if held_out is not None:
+        metric, metric_name = held_out_sts(held_out, task=task, max_samples=max_samples), held_out.name
+    elif mteb_task is not None:
+        metric, metric_name = mteb_metric(mteb_task, data_dir, task=task), mteb_task
+    result = make_soup(checkpoints, output, method=method, weights=_parse_weights(weights),  # type: ignore[arg-type]
+                       metric=metric, metric_name=metric_name, overwrite=overwrite)
+    table = Table(title=f"{result.method} soup -> {result.output}")
+    for col in ("checkpoint", "weight", f"{metric_name or 'held-out'} alone"):
+        table.add_column(col)
+    weights_of = dict(zip(result.members, result.weights))
+    for ckpt in checkpoints:
+        score = result.individual_scores.get(str(ckpt))
+        table.add_row(str(ckpt), f"{weights_of.get(str(ckpt), 0.0):.3f}", "-" if score is None else f"{score:.2f}")
+    out.print(table)
+    if result.soup_score is not None:
+        out.print(f"soup: {result.soup_score:.2f} on {metric_name}")

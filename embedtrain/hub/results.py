@@ -1,0 +1,102 @@
+"""MTEB results of a checkpoint, read back from the files the evaluation harness wrote, as model-index entries.
+
+``embedtrain eval`` stores mteb ``TaskResult`` JSON files under ``<checkpoint>/eval/results/<model>/
+<fingerprint>/<Task>.json``, where ``<fingerprint>`` hashes the checkpoint's weight files
+(:func:`embedtrain.evaluation.results.weights_fingerprint`). Only results whose fingerprint matches the
+weights being uploaded are used, so a card never reports scores of earlier weights; results of
+truncated variants (``experiments/``) are left out. Scores are reported on MTEB's 0-100 scale.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """The main score of one MTEB task on one split/subset."""
+
+    task: str
+    task_type: str
+    dataset: str | None
+    revision: str | None
+    split: str
+    subset: str
+    metric: str
+    value: float  # 0-100
+
+
+def _task_metadata(name: str):
+    try:
+        import mteb
+
+        return mteb.get_task(name).metadata
+    except Exception:  # a local task unknown to mteb's registry
+        return None
+
+
+def _read_result(path: Path) -> list[ResultRow]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return []
+    if not isinstance(data, dict) or "task_name" not in data or not isinstance(data.get("scores"), dict):
+        return []
+    name = str(data["task_name"])
+    meta = _task_metadata(name)
+    task_type = str(getattr(meta, "type", None) or "Unknown")
+    dataset = (getattr(meta, "dataset", None) or {}).get("path") if meta is not None else None
+    metric = str(getattr(meta, "main_score", None) or "main_score")
+    rows = []
+    for split, entries in data["scores"].items():
+        for entry in entries or []:
+            if "main_score" not in entry:
+                continue
+            rows.append(ResultRow(name, task_type, dataset, data.get("dataset_revision"), str(split),
+                                  str(entry.get("hf_subset", "default")), metric, 100.0 * float(entry["main_score"])))
+    return rows
+
+
+def find_results(checkpoint: str | Path, extra_dirs: list[str | Path] = ()) -> list[ResultRow]:
+    """All MTEB main scores of exactly these weights found under ``checkpoint`` (and ``extra_dirs``)."""
+    from embedtrain.evaluation.results import weights_fingerprint
+
+    checkpoint = Path(checkpoint)
+    try:
+        fingerprint = weights_fingerprint(checkpoint)
+    except Exception:
+        fingerprint = None
+    rows: dict[tuple, ResultRow] = {}
+    stale = 0
+    for root in [checkpoint, *map(Path, extra_dirs)]:
+        for path in sorted(root.rglob("*.json")):
+            rel = path.relative_to(root).parts
+            if "experiments" in rel or "adapters" in rel:
+                continue
+            found = _read_result(path)
+            if not found:
+                continue
+            if fingerprint is not None and path.parent.name != fingerprint:
+                stale += 1
+                continue
+            for row in found:
+                rows[(row.task, row.split, row.subset)] = row
+    if stale:
+        logger.warning("left out %d result file(s) of other weights (fingerprint is not %s)", stale, fingerprint)
+    return sorted(rows.values(), key=lambda r: (r.task_type, r.task, r.split, r.subset))
+
+
+def eval_results(rows: list[ResultRow]) -> list:
+    """``huggingface_hub.EvalResult`` entries (the card's ``model-index``) for ``rows``."""
+    from huggingface_hub import EvalResult
+
+    return [EvalResult(task_type=r.task_type, dataset_type=r.dataset or f"mteb/{r.task}",
+                       dataset_name=f"MTEB {r.task}" + (f" ({r.subset})" if r.subset != "default" else ""),
+                       dataset_config=r.subset, dataset_split=r.split, dataset_revision=r.revision,
+                       metric_type=r.metric, metric_value=round(r.value, 4))
+            for r in rows]
