@@ -1,0 +1,139 @@
+"""``embedtrain eval``: offline MTEB evaluation of a checkpoint, truncation grids, and comparisons."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from embedtrain.cli.app import app, out
+
+
+def _int_list(value: str | None, option: str) -> list[int] | None:
+    if not value:
+        return None
+    try:
+        numbers = [int(v) for v in value.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers such as 32,64,128, got '{value}'",
+                                 param_hint=option) from None
+    if any(n < 1 for n in numbers):
+        raise typer.BadParameter(f"values must be positive, got '{value}'", param_hint=option)
+    return numbers or None
+
+
+def _quiet_mteb() -> None:
+    """mteb logs every step at INFO; keep that for -v only."""
+    if logging.getLogger().level > logging.DEBUG:
+        for name in ("mteb", "sentence_transformers", "datasets"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@app.command("eval")
+def eval_command(
+    checkpoints: list[str] = typer.Argument(None, metavar="CHECKPOINT...",
+                                            help="Model folder or packaged model name (all-MiniLM-L6-v2); "
+                                                 "with --compare, two or more checkpoints or eval folders."),
+    tasks: list[str] = typer.Option(None, "--tasks", "-t",
+                                    help="Comma-separated task names (default: STSBenchmark,SICK-R,STS12,STS13,STS14)."),
+    data_dir: Path = typer.Option(None, "--data-dir",
+                                  help="Folder with the bundled tasks' files (default: $EMBEDTRAIN_DATA_DIR)."),
+    task_config: list[Path] = typer.Option(None, "--task-config", help="YAML file defining local tasks (repeatable)."),
+    dims: str = typer.Option(None, "--dims", help="Also evaluate embeddings truncated to these dims: 32,64,128."),
+    layers: str = typer.Option(None, "--layers", help="Also evaluate the first N transformer layers: 2,4,6."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Encoding batch size."),
+    output: Path = typer.Option(None, "--output", "-o",
+                                help="Results folder (default: CHECKPOINT/eval); with --compare, a markdown file."),
+    compare: bool = typer.Option(False, "--compare", help="Print a side-by-side table of evaluated checkpoints."),
+    online: bool = typer.Option(False, "--online", help="Allow built-in MTEB tasks without local data (downloads)."),
+    reuse: bool = typer.Option(False, "--reuse", help="Reuse saved results of the same weights instead of re-running."),
+    device: str = typer.Option(None, "--device", help="Torch device (default: automatic)."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
+    list_tasks: bool = typer.Option(False, "--list-tasks", help="List the local tasks and exit."),
+) -> None:
+    """Evaluate CHECKPOINT on MTEB tasks from local files (no downloads) and save mteb JSON + a summary."""
+    if list_tasks:
+        _print_tasks(task_config or [])
+        return
+    if not checkpoints:
+        raise typer.BadParameter("give a checkpoint folder or model name", param_hint="CHECKPOINT")
+    if compare:
+        _compare(checkpoints, output)
+        return
+    if len(checkpoints) > 1:
+        raise typer.BadParameter("evaluate one checkpoint at a time (use --compare to compare several)",
+                                 param_hint="CHECKPOINT")
+    _quiet_mteb()
+    from embedtrain.evaluation.runner import evaluate_checkpoint
+    from embedtrain.evaluation.tasks import split_task_names
+
+    report = evaluate_checkpoint(
+        checkpoints[0], tasks=split_task_names(tasks) or None, data_dir=data_dir, task_configs=task_config or [],
+        output=output, batch_size=batch_size, dims=_int_list(dims, "--dims"), layers=_int_list(layers, "--layers"),
+        online=online, reuse=reuse, show_progress=not no_progress, device=device,
+    )
+    table = Table(title=f"{report.summary.label} (weights {report.summary.fingerprint})")
+    for col, justify in (("task", "left"), ("metric", "left"), ("score", "right")):
+        table.add_column(col, justify=justify)
+    for score in report.summary.scores.values():
+        table.add_row(score.task, score.metric, f"{score.value:.2f}")
+    mean = report.summary.mean()
+    if mean is not None and len(report.summary.scores) > 1:
+        table.add_row("mean", "", f"{mean:.2f}", style="bold")
+    out.print(table)
+    if report.grid is not None:
+        _print_grid(report.grid)
+    out.print(f"results: {report.output_dir} (summary.md, scores.json, mteb JSON under results/)")
+
+
+def _print_grid(grid) -> None:
+    from embedtrain.evaluation.grid import MEAN
+
+    key = MEAN if len(grid.tasks) > 1 else grid.tasks[0]
+    table = Table(title=f"{'mean score' if key == MEAN else key} by layers (rows) x dims (columns)")
+    table.add_column("layers", justify="right")
+    for d in grid.dims:
+        table.add_column(str(d), justify="right")
+    for n in grid.layers:
+        table.add_row(str(n), *(f"{grid.scores[key][(n, d)]:.2f}" for d in grid.dims))
+    out.print(table)
+
+
+def _compare(paths: list[str], output: Path | None) -> None:
+    from embedtrain.evaluation.compare import compare, format_cell
+    from embedtrain.evaluation.results import load_summary
+
+    if len(paths) < 2:
+        raise typer.BadParameter("--compare needs at least two checkpoints or evaluation folders",
+                                 param_hint="CHECKPOINT")
+    comparison = compare([load_summary(p) for p in paths])
+    table = Table(title="MTEB main scores x 100 (delta vs the first)")
+    table.add_column("task")
+    for i, label in enumerate(comparison.labels):
+        table.add_column(label if i == 0 else f"{label} (Δ)", justify="right")
+    for row in comparison.rows:
+        table.add_row(row.task, *(format_cell(v, d, i) for i, (v, d) in enumerate(zip(row.values, row.deltas))))
+    if comparison.mean is not None:
+        m = comparison.mean
+        table.add_row(m.task, *(format_cell(v, d, i) for i, (v, d) in enumerate(zip(m.values, m.deltas))),
+                      style="bold")
+    out.print(table)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(comparison.markdown(), encoding="utf-8")
+        out.print(f"markdown table written to {output}")
+
+
+def _print_tasks(task_configs: list[Path]) -> None:
+    from embedtrain.evaluation.tasks import load_definitions
+
+    table = Table(title="local evaluation tasks")
+    for col in ("name", "MTEB task / type", "data", "defined in"):
+        table.add_column(col)
+    for name, defn in sorted(load_definitions(task_configs).items()):
+        spec = defn.spec
+        data = spec.beir_dir + "/ (BEIR)" if spec.beir_dir else ", ".join(f"{k}: {v}" for k, v in spec.files.items())
+        table.add_row(name, spec.mteb_task or spec.type or "", data, defn.where)
+    out.print(table)

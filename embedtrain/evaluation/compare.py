@@ -1,0 +1,71 @@
+"""Side-by-side comparison of evaluated checkpoints, with deltas against the first one (the baseline)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from embedtrain.evaluation.results import EvalSummary
+
+
+@dataclass
+class ComparisonRow:
+    """One task: the score of each model (None where it was not evaluated) and deltas vs the baseline."""
+
+    task: str
+    metric: str
+    values: list[float | None]
+
+    @property
+    def deltas(self) -> list[float | None]:
+        base = self.values[0]
+        return [None if base is None or v is None else v - base for v in self.values]
+
+
+@dataclass
+class Comparison:
+    labels: list[str]
+    rows: list[ComparisonRow]
+    mean: ComparisonRow | None  # over the tasks every model has; None if there are none
+
+    def markdown(self) -> str:
+        head = ["task", self.labels[0]] + [f"{label} (Δ)" for label in self.labels[1:]]
+        lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+        for row in [*self.rows, *([self.mean] if self.mean else [])]:
+            cells = [format_cell(v, d, i) for i, (v, d) in enumerate(zip(row.values, row.deltas))]
+            name = f"**{row.task}**" if row is self.mean else row.task
+            lines.append("| " + " | ".join([name, *cells]) + " |")
+        return "\n".join(lines) + "\n"
+
+
+def format_cell(value: float | None, delta: float | None, index: int) -> str:
+    """``82.03`` for the baseline, ``83.10 (+1.07)`` for the others, ``-`` when missing."""
+    if value is None:
+        return "-"
+    if index == 0 or delta is None:
+        return f"{value:.2f}"
+    return f"{value:.2f} ({delta:+.2f})"
+
+
+def compare(summaries: list[EvalSummary]) -> Comparison:
+    """Rows for every task any model has (in first-seen order) plus a mean over the shared tasks."""
+    labels = _unique_labels([s.label for s in summaries])
+    tasks: dict[str, str] = {}
+    for summary in summaries:
+        for score in summary.scores.values():
+            tasks.setdefault(score.task, score.metric)
+    rows = [ComparisonRow(task, metric, [s.scores[task].value if task in s.scores else None for s in summaries])
+            for task, metric in tasks.items()]
+    shared = [r for r in rows if all(v is not None for v in r.values)]
+    mean = None
+    if len(shared) > 1:
+        mean = ComparisonRow(f"mean ({len(shared)} tasks)", "",
+                             [sum(r.values[i] for r in shared) / len(shared) for i in range(len(summaries))])
+    return Comparison(labels, rows, mean)
+
+
+def _unique_labels(labels: list[str]) -> list[str]:
+    """Disambiguate equal labels (two checkpoints both called ``final``) with a #n suffix."""
+    out = []
+    for i, label in enumerate(labels):
+        out.append(f"{label}#{i + 1}" if labels.count(label) > 1 else label)
+    return out

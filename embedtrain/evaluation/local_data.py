@@ -1,0 +1,202 @@
+"""Read local evaluation files into the dataset structures mteb 2.x tasks evaluate.
+
+* STS: rows with ``sentence1``, ``sentence2``, ``score`` -> ``datasets.Dataset`` with those columns.
+* Classification: rows with ``text``, ``label`` -> ``datasets.Dataset`` with those columns.
+* Retrieval (BEIR layout): ``corpus.jsonl`` (``_id``, ``title``, ``text``), ``queries.jsonl`` (``_id``,
+  ``text``) and ``qrels/<split>.tsv`` (``query-id``, ``corpus-id``, ``score``) -> mteb's
+  ``RetrievalSplitData`` (corpus / queries datasets with ``id``, ``title``, ``text`` and a qrels dict).
+
+Every row is checked, and the first bad one raises :class:`~embedtrain.errors.DataError` naming the
+file, line and column, so a broken file fails before any model is run.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from embedtrain.data.readers import Records, read_records
+from embedtrain.errors import DataError
+
+#: Fallback column names tried when a role's default column is absent from a row.
+_ALIASES: dict[str, tuple[str, ...]] = {"id": ("_id", "id"), "label": ("label", "label_text")}
+
+
+def _column(records: Records, role: str, columns: Mapping[str, str], default: str) -> str:
+    """The column that holds ``role`` in ``records`` (mapped, default, or an alias seen in row 0)."""
+    if role in columns:
+        return columns[role]
+    first = records.rows[0] if records.rows else {}
+    for name in (default, *_ALIASES.get(role, ())):
+        if name in first:
+            return name
+    return default
+
+
+def _text(records: Records, i: int, column: str, *, allow_empty: bool = False) -> str:
+    row = records.rows[i]
+    if column not in row:
+        raise records.error(i, column, f"missing column '{column}' (columns here: {sorted(row)})")
+    value = row[column]
+    if not isinstance(value, str):
+        raise records.error(i, column, f"expected text, got {type(value).__name__} {value!r}")
+    if not allow_empty and not value.strip():
+        raise records.error(i, column, "empty text")
+    return value
+
+
+def _read(path: Path, file_type: str | None) -> Records:
+    records = read_records(path, file_type)
+    if not records.rows:
+        raise DataError("file has no rows", file=path)
+    return records
+
+
+def read_sts(path: Path, columns: Mapping[str, str], file_type: str | None = None):
+    """Scored sentence pairs -> ``Dataset(sentence1, sentence2, score)``."""
+    from datasets import Dataset
+
+    records = _read(path, file_type)
+    c1 = _column(records, "sentence1", columns, "sentence1")
+    c2 = _column(records, "sentence2", columns, "sentence2")
+    cs = _column(records, "score", columns, "score")
+    s1, s2, scores = [], [], []
+    for i, row in enumerate(records.rows):
+        s1.append(_text(records, i, c1))
+        s2.append(_text(records, i, c2))
+        if cs not in row:
+            raise records.error(i, cs, f"missing column '{cs}' (columns here: {sorted(row)})")
+        try:
+            score = float(row[cs])
+        except (TypeError, ValueError):
+            raise records.error(i, cs, f"score must be a number, got {row[cs]!r}") from None
+        if not math.isfinite(score):
+            raise records.error(i, cs, f"score must be finite, got {row[cs]!r}")
+        scores.append(score)
+    return Dataset.from_dict({"sentence1": s1, "sentence2": s2, "score": scores})
+
+
+def read_classification(path: Path, columns: Mapping[str, str], file_type: str | None = None):
+    """Labelled texts -> ``Dataset(text, label)``; labels are strings or integers, one type per file."""
+    from datasets import Dataset
+
+    records = _read(path, file_type)
+    ct = _column(records, "text", columns, "text")
+    cl = _column(records, "label", columns, "label")
+    texts, labels = [], []
+    label_type: type | None = None
+    for i, row in enumerate(records.rows):
+        texts.append(_text(records, i, ct))
+        if cl not in row:
+            raise records.error(i, cl, f"missing column '{cl}' (columns here: {sorted(row)})")
+        label = row[cl]
+        if isinstance(label, bool) or not isinstance(label, (str, int)) or label == "":
+            raise records.error(i, cl, f"label must be a non-empty string or an integer, got {label!r}")
+        if label_type is None:
+            label_type = type(label)
+        elif type(label) is not label_type:
+            raise records.error(i, cl, f"label {label!r} is a {type(label).__name__} but earlier labels are "
+                                       f"{label_type.__name__}s; use one type per file")
+        labels.append(label)
+    return Dataset.from_dict({"text": texts, "label": labels})
+
+
+def _read_docs(path: Path, columns: Mapping[str, str], *, with_title: bool) -> tuple[dict[str, list], Records]:
+    records = _read(path, "jsonl" if path.suffix in (".jsonl", ".ndjson") else None)
+    cid = _column(records, "id", columns, "_id")
+    ctext = _column(records, "text", columns, "text")
+    ctitle = _column(records, "title", columns, "title")
+    out: dict[str, list] = {"id": [], "text": []}
+    if with_title:
+        out["title"] = []
+    seen: set[str] = set()
+    for i, row in enumerate(records.rows):
+        if cid not in row:
+            raise records.error(i, cid, f"missing column '{cid}' (columns here: {sorted(row)})")
+        doc_id = row[cid]
+        if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)) or doc_id == "":
+            raise records.error(i, cid, f"id must be a non-empty string or integer, got {doc_id!r}")
+        doc_id = str(doc_id)
+        if doc_id in seen:
+            raise records.error(i, cid, f"duplicate id '{doc_id}'")
+        seen.add(doc_id)
+        out["id"].append(doc_id)
+        # A document may have an empty text if it has a title (BEIR corpora contain a few such rows).
+        has_title = with_title and isinstance(row.get(ctitle), str) and row[ctitle].strip()
+        out["text"].append(_text(records, i, ctext, allow_empty=bool(has_title)))
+        if with_title:
+            title = row.get(ctitle, "")
+            if title is None:
+                title = ""
+            if not isinstance(title, str):
+                raise records.error(i, ctitle, f"title must be text, got {type(title).__name__}")
+            out["title"].append(title)
+    return out, records
+
+
+def read_qrels(path: Path) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
+    """A BEIR qrels TSV (``query-id  corpus-id  score``, optional header) -> ``({qid: {docid: score}}, lines)``.
+
+    The second value maps each query id to the line it first appears on, for later error messages.
+    """
+    if not path.is_file():
+        raise DataError("qrels file not found", file=path)
+    qrels: dict[str, dict[str, int]] = {}
+    first_line: dict[str, int] = {}
+    with path.open(encoding="utf-8", newline="") as fh:
+        for lineno, row in enumerate(csv.reader(fh, delimiter="\t"), start=1):
+            if not row or not "".join(row).strip():
+                continue
+            if len(row) != 3:
+                raise DataError(f"expected 3 tab-separated columns (query-id, corpus-id, score), got {len(row)}",
+                                file=path, line=lineno)
+            qid, did, raw = (x.strip() for x in row)
+            try:
+                score = int(float(raw))
+            except ValueError:
+                if lineno == 1:  # header row
+                    continue
+                raise DataError(f"relevance score must be an integer, got {raw!r}", file=path, line=lineno,
+                                field="score") from None
+            if not qid or not did:
+                raise DataError("empty query-id or corpus-id", file=path, line=lineno)
+            qrels.setdefault(qid, {})[did] = score
+            first_line.setdefault(qid, lineno)
+    if not qrels:
+        raise DataError("qrels file has no rows", file=path)
+    return qrels, first_line
+
+
+def read_beir(folder: Path, split: str, columns: Mapping[str, str]) -> dict[str, Any]:
+    """A BEIR folder -> mteb ``RetrievalSplitData`` for ``split`` (queries without qrels are dropped)."""
+    from datasets import Dataset
+
+    if not folder.is_dir():
+        raise DataError("BEIR folder not found (expected corpus.jsonl, queries.jsonl, qrels/<split>.tsv)",
+                        file=folder)
+    corpus, _ = _read_docs(folder / "corpus.jsonl", columns, with_title=True)
+    queries, query_records = _read_docs(folder / "queries.jsonl", columns, with_title=False)
+    qrels_path = folder / "qrels" / f"{split}.tsv"
+    qrels, qrel_lines = read_qrels(qrels_path)
+    doc_ids = set(corpus["id"])
+    for qid, docs in qrels.items():
+        missing = next((d for d in docs if d not in doc_ids), None)
+        if missing is not None:
+            raise DataError(f"corpus-id '{missing}' is not in {folder / 'corpus.jsonl'}", file=qrels_path,
+                            line=qrel_lines[qid], field="corpus-id")
+    query_ids = set(queries["id"])
+    unknown = next((q for q in qrels if q not in query_ids), None)
+    if unknown is not None:
+        raise DataError(f"query-id '{unknown}' is not in {query_records.path}", file=qrels_path,
+                        line=qrel_lines[unknown], field="query-id")
+    keep = [i for i, q in enumerate(queries["id"]) if q in qrels]
+    queries = {k: [v[i] for i in keep] for k, v in queries.items()}
+    return {
+        "corpus": Dataset.from_dict(corpus),
+        "queries": Dataset.from_dict(queries),
+        "relevant_docs": qrels,
+        "top_ranked": None,
+    }

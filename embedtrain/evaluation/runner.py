@@ -1,0 +1,129 @@
+"""Run mteb on a checkpoint: resolve tasks, evaluate, save mteb JSON + summary, optionally a grid.
+
+:func:`evaluate_checkpoint` is what ``embedtrain eval`` and a recipe's ``eval:`` section call. Results
+go through an mteb ``ResultCache`` rooted in the evaluation folder (default ``<checkpoint>/eval``) under
+a model name and revision derived from the checkpoint (see :mod:`embedtrain.evaluation.results`);
+tasks are re-run every time unless ``reuse=True``, and reuse only ever finds results of the same
+weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from embedtrain.evaluation.results import (
+    EvalSummary,
+    default_output_dir,
+    model_label,
+    summary_from_results,
+    weights_fingerprint,
+    write_summary,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalReport:
+    """What an evaluation produced."""
+
+    summary: EvalSummary
+    output_dir: Path
+    result_files: list[Path] = field(default_factory=list)
+    summary_files: list[Path] = field(default_factory=list)
+    grid: Any = None  # embedtrain.evaluation.grid.GridResult when dims/layers were given
+    grid_files: list[Path] = field(default_factory=list)
+
+
+def _offline_env(online: bool) -> None:
+    """Make any accidental hub access fail fast instead of hanging (local tasks never need it)."""
+    if not online:
+        for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+            os.environ.setdefault(var, "1")
+
+
+def run_mteb(encoder, tasks: Sequence, *, output_dir: Path, batch_size: int = 64, show_progress: bool = True,
+             reuse: bool = False) -> list:
+    """Evaluate ``encoder`` on ``tasks`` with ``mteb.evaluate``; returns the ``TaskResult`` list.
+
+    Results are cached in ``output_dir`` (mteb's layout) under the encoder's model meta; with
+    ``reuse=False`` every task is recomputed.
+    """
+    import mteb
+
+    cache = mteb.ResultCache(cache_path=output_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        result = mteb.evaluate(
+            encoder, list(tasks), cache=cache, co2_tracker=False, raise_error=True,
+            overwrite_strategy="only-missing" if reuse else "always",
+            encode_kwargs={"batch_size": batch_size, "show_progress_bar": show_progress},
+            show_progress_bar=show_progress,
+        )
+    return list(result.task_results)
+
+
+def result_paths(output_dir: Path, encoder, tasks: Sequence) -> list[Path]:
+    """Where mteb stored the JSON of each task for ``encoder``."""
+    import mteb
+
+    cache = mteb.ResultCache(cache_path=output_dir)
+    return [cache.get_task_result_path(t.metadata.name, encoder.mteb_model_meta) for t in tasks]
+
+
+def evaluate_checkpoint(checkpoint: str | Path, *, tasks: Sequence[str] | None = None,
+                        data_dir: str | Path | None = None, task_configs: Sequence[str | Path] = (),
+                        output: str | Path | None = None, batch_size: int = 64,
+                        dims: Sequence[int] | None = None, layers: Sequence[int] | None = None,
+                        online: bool = False, reuse: bool = False, show_progress: bool = True,
+                        device: str | None = None, resolved_tasks: Sequence | None = None) -> EvalReport:
+    """Evaluate ``checkpoint`` (a local folder or packaged short name) and write its results.
+
+    ``tasks`` are names (default: the five STS tasks); ``resolved_tasks`` may instead pass task objects
+    already built by :func:`~embedtrain.evaluation.tasks.resolve_tasks`. ``dims``/``layers`` add a
+    Matryoshka grid of truncated variants (table, JSON and heatmap PNG next to the summary).
+    """
+    _offline_env(online)
+    from embedtrain.evaluation.tasks import resolve_tasks
+    from embedtrain.models.resolve import load_model, resolve_model_path
+
+    task_objs = list(resolved_tasks) if resolved_tasks is not None else resolve_tasks(
+        tasks, data_dir=data_dir, task_configs=task_configs, online=online)
+    model_dir = resolve_model_path(checkpoint)
+    fingerprint = weights_fingerprint(model_dir)
+    label = model_label(checkpoint, model_dir)
+    output_dir = Path(output).expanduser() if output is not None else default_output_dir(model_dir, label)
+    grid_spec = None
+    model = load_model(model_dir, device=device)
+    if dims or layers:
+        from embedtrain.evaluation.grid import check_grid
+
+        grid_spec = check_grid(model, dims=dims, layers=layers)  # fail before the long run starts
+        for task in task_objs:  # loaded here, mteb keeps the data across the grid's runs
+            task.load_data()
+
+    from embedtrain.evaluation.encoder import make_encoder
+
+    cache: dict[tuple, Any] = {}
+    encoder = make_encoder(model, label=label, fingerprint=fingerprint, cache=cache)
+    logger.info("evaluating %s (weights %s) on %s -> %s", label, fingerprint,
+                ", ".join(t.metadata.name for t in task_objs), output_dir)
+    results = run_mteb(encoder, task_objs, output_dir=output_dir, batch_size=batch_size,
+                       show_progress=show_progress, reuse=reuse)
+    summary = summary_from_results(label, str(checkpoint), fingerprint, results, task_objs)
+    report = EvalReport(summary, output_dir, result_paths(output_dir, encoder, task_objs),
+                        list(write_summary(summary, output_dir)))
+    if grid_spec is not None:
+        from embedtrain.evaluation.grid import run_grid, write_grid
+
+        report.grid = run_grid(model, task_objs, grid_spec, label=label, fingerprint=fingerprint,
+                               output_dir=output_dir, batch_size=batch_size, show_progress=show_progress,
+                               reuse=reuse, full_cache=cache)
+        report.grid_files = write_grid(report.grid, output_dir)
+    return report
