@@ -71,10 +71,12 @@ def check_grid(model, *, dims: Sequence[int] | None, layers: Sequence[int] | Non
 
 def run_grid(model, tasks: Sequence, spec: GridSpec, *, label: str, fingerprint: str, output_dir: Path,
              batch_size: int = 64, show_progress: bool = True, reuse: bool = False,
-             full_cache: dict | None = None) -> GridResult:
+             full_cache: dict | None = None, full_scores: dict[str, float] | None = None) -> GridResult:
     """Evaluate every (layers, dim) cell of ``spec`` on ``tasks``.
 
-    ``full_cache`` is the embedding cache of the untruncated model's run, so its row costs no encoding.
+    ``full_cache`` is the embedding cache of the untruncated model's run, so its row costs no encoding;
+    ``full_scores`` (task -> main score x 100) are that run's scores, used as the untruncated cell as they
+    are (re-reading them from the saved JSON would round them).
     """
     from embedtrain.evaluation.encoder import make_encoder
     from embedtrain.evaluation.runner import run_mteb
@@ -89,6 +91,12 @@ def run_grid(model, tasks: Sequence, spec: GridSpec, *, label: str, fingerprint:
         cache = full_cache if (full_depth and full_cache is not None) else {}
         for dim in spec.dims:
             full = full_depth and dim == spec.full_dim
+            if full and full_scores is not None and all(n in full_scores for n in names):
+                by_name = {n: full_scores[n] for n in names}
+                for name in names:
+                    grid.scores[name][(n_layers, dim)] = by_name[name]
+                grid.scores[MEAN][(n_layers, dim)] = sum(by_name.values()) / len(names)
+                continue
             encoder = make_encoder(sub, label=label, fingerprint=fingerprint, cache=cache,
                                    layers=None if full else n_layers, dim=None if full else dim)
             logger.info("grid cell: %d layers, %d dims", n_layers, dim)

@@ -137,15 +137,15 @@ def _read_docs(path: Path, columns: Mapping[str, str], *, with_title: bool) -> t
     return out, records
 
 
-def read_qrels(path: Path) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
+def read_qrels(path: Path) -> tuple[dict[str, dict[str, int]], dict[tuple[str, str], int]]:
     """A BEIR qrels TSV (``query-id  corpus-id  score``, optional header) -> ``({qid: {docid: score}}, lines)``.
 
-    The second value maps each query id to the line it first appears on, for later error messages.
+    The second value maps each ``(query-id, corpus-id)`` pair to its line, for later error messages.
     """
     if not path.is_file():
         raise DataError("qrels file not found", file=path)
     qrels: dict[str, dict[str, int]] = {}
-    first_line: dict[str, int] = {}
+    lines: dict[tuple[str, str], int] = {}
     with path.open(encoding="utf-8", newline="") as fh:
         for lineno, row in enumerate(csv.reader(fh, delimiter="\t"), start=1):
             if not row or not "".join(row).strip():
@@ -164,10 +164,10 @@ def read_qrels(path: Path) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
             if not qid or not did:
                 raise DataError("empty query-id or corpus-id", file=path, line=lineno)
             qrels.setdefault(qid, {})[did] = score
-            first_line.setdefault(qid, lineno)
+            lines.setdefault((qid, did), lineno)
     if not qrels:
         raise DataError("qrels file has no rows", file=path)
-    return qrels, first_line
+    return qrels, lines
 
 
 def read_beir(folder: Path, split: str, columns: Mapping[str, str]) -> dict[str, Any]:
@@ -182,16 +182,14 @@ def read_beir(folder: Path, split: str, columns: Mapping[str, str]) -> dict[str,
     qrels_path = folder / "qrels" / f"{split}.tsv"
     qrels, qrel_lines = read_qrels(qrels_path)
     doc_ids = set(corpus["id"])
-    for qid, docs in qrels.items():
-        missing = next((d for d in docs if d not in doc_ids), None)
-        if missing is not None:
-            raise DataError(f"corpus-id '{missing}' is not in {folder / 'corpus.jsonl'}", file=qrels_path,
-                            line=qrel_lines[qid], field="corpus-id")
     query_ids = set(queries["id"])
-    unknown = next((q for q in qrels if q not in query_ids), None)
-    if unknown is not None:
-        raise DataError(f"query-id '{unknown}' is not in {query_records.path}", file=qrels_path,
-                        line=qrel_lines[unknown], field="query-id")
+    for (qid, did), lineno in qrel_lines.items():  # in file order: the first bad line is reported
+        if qid not in query_ids:
+            raise DataError(f"query-id '{qid}' is not in {query_records.path}", file=qrels_path, line=lineno,
+                            field="query-id")
+        if did not in doc_ids:
+            raise DataError(f"corpus-id '{did}' is not in {folder / 'corpus.jsonl'}", file=qrels_path,
+                            line=lineno, field="corpus-id")
     keep = [i for i, q in enumerate(queries["id"]) if q in qrels]
     queries = {k: [v[i] for i in keep] for k, v in queries.items()}
     return {

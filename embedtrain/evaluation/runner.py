@@ -124,6 +124,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, tasks: Sequence[str] | None =
 
         report.grid = run_grid(model, task_objs, grid_spec, label=label, fingerprint=fingerprint,
                                output_dir=output_dir, batch_size=batch_size, show_progress=show_progress,
-                               reuse=reuse, full_cache=cache)
+                               reuse=reuse, full_cache=cache,
+                               full_scores={n: s.value for n, s in summary.scores.items()})
         report.grid_files = write_grid(report.grid, output_dir)
     return report
