@@ -10,22 +10,16 @@ working directory; ``output_dir`` is relative to the working directory, like eve
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from embedtrain.mining.config import DatasetMiningConfig
+from embedtrain.config.base import LocatedModel, StrictModel
 from embedtrain.evaluation.config import EvalConfig
+from embedtrain.mining.config import DatasetMiningConfig
 
 DataFormat = Literal["pairs", "triplets", "hard_negatives", "scored_pairs"]
 FileType = Literal["jsonl", "json", "parquet", "csv", "hf_disk", "hub"]
-
-
-class StrictModel(BaseModel):
-    """Base for all config sections: unknown keys are errors, values are validated on assignment."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class ModelConfig(StrictModel):
@@ -96,7 +90,7 @@ class EvaluatorConfig(StrictModel):
     batch_size: int = Field(default=64, gt=0)
 
 
-class Recipe(StrictModel):
+class Recipe(LocatedModel):
     """A full training recipe."""
 
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -112,9 +106,6 @@ class Recipe(StrictModel):
     multi_dataset_sampler: Literal["proportional", "round_robin"] = "proportional"
     #: MTEB evaluation of the final model after training (embedtrain.evaluation).
     eval: EvalConfig | None = None
-
-    _source: Path | None = PrivateAttr(default=None)
-    _lines: dict[tuple[Any, ...], int] = PrivateAttr(default_factory=dict)
 
     @field_validator("datasets")
     @classmethod
@@ -142,28 +133,6 @@ class Recipe(StrictModel):
         if "seed" in self.training:
             raise ValueError("set seed at the top level of the recipe, not under 'training'")
         return self
-
-    # -- location helpers -------------------------------------------------------------------
-    @property
-    def source(self) -> Path | None:
-        """The YAML file this recipe was read from (None when built in code)."""
-        return self._source
-
-    @property
-    def base_dir(self) -> Path:
-        """Folder that relative data paths are resolved against."""
-        return self._source.parent if self._source is not None else Path.cwd()
-
-    def resolve_path(self, path: str | Path) -> Path:
-        """Resolve a data/model path from the recipe (``~`` expanded, relative to the recipe file)."""
-        p = Path(path).expanduser()
-        return p if p.is_absolute() else (self.base_dir / p)
-
-    def line_of(self, *loc: Any) -> int | None:
-        """Line in the recipe file of the key at ``loc`` (e.g. ``("datasets", 0, "path")``)."""
-        from embedtrain.config.yaml_loader import line_for
-
-        return line_for(self._lines, loc) if self._lines else None
 
 
 LossConfig.model_rebuild()

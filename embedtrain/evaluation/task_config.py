@@ -18,9 +18,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from embedtrain.errors import RecipeError, suggest
+from embedtrain.config.base import LocatedModel, StrictModel, load_config_file
+from embedtrain.errors import RecipeError
 
 TaskKind = Literal["sts", "retrieval", "classification"]
 FileType = Literal["jsonl", "json", "parquet", "csv"]
@@ -43,11 +44,7 @@ DEFAULT_MAIN_SCORE: dict[str, str] = {
 }
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class LocalTaskSpec(_Strict):
+class LocalTaskSpec(StrictModel):
     """One local task.
 
     ``files`` maps a split name to a file: ``{test: pairs.jsonl}`` for STS, ``{train: ..., test: ...}``
@@ -100,7 +97,7 @@ class LocalTaskSpec(_Strict):
         return self
 
 
-class TaskConfigFile(_Strict):
+class TaskConfigFile(LocatedModel):
     """A YAML file of local task definitions."""
 
     data_dir: str | None = None
@@ -116,35 +113,13 @@ class TaskConfigFile(_Strict):
         return self
 
 
-def _format_loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
 def load_task_config(path: str | Path) -> tuple[TaskConfigFile, dict[tuple[Any, ...], int]]:
     """Read and validate a task-config YAML; errors name the file, line and field.
 
     Returns the parsed file and its key -> line index (for later errors about a task's files).
     """
-    from embedtrain.config.yaml_loader import line_for, load_yaml_with_lines
-
     path = Path(path)
     if not path.is_file():
         raise RecipeError("task config file not found", file=path)
-    data, lines = load_yaml_with_lines(path)
-    if not isinstance(data, dict):
-        raise RecipeError("a task config must be a mapping with a 'tasks:' list", file=path, line=1)
-    try:
-        return TaskConfigFile.model_validate(data), lines
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err["loc"])
-        message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            allowed = LocalTaskSpec.model_fields if "tasks" in loc[:1] else TaskConfigFile.model_fields
-            message = f"unknown key '{loc[-1]}'." + suggest(str(loc[-1]), list(allowed))
-        elif err["type"] == "missing":
-            message = "required field is missing"
-        raise RecipeError(message, file=path, line=line_for(lines, loc), field=_format_loc(loc)) from None
+    config = load_config_file(TaskConfigFile, path, what="a task config")
+    return config, config._lines

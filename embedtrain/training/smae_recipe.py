@@ -21,12 +21,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, PrivateAttr, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from embedtrain.config.loading import _fields_at, _format_loc, _set_dotted, parse_overrides
-from embedtrain.config.recipe import FileType, ModelConfig, StrictModel
-from embedtrain.config.yaml_loader import line_for, load_yaml_with_lines
-from embedtrain.errors import RecipeError, suggest
+from embedtrain.config.base import LocatedModel, StrictModel, check_known_keys, load_config_file, parse_overrides
+from embedtrain.config.recipe import FileType, ModelConfig
 
 
 class TextDatasetConfig(StrictModel):
@@ -53,7 +51,7 @@ class SmaeConfig(StrictModel):
     mlm_probability: float = Field(default=0.15, gt=0.0, lt=1.0)
 
 
-class SmaeRecipe(StrictModel):
+class SmaeRecipe(LocatedModel):
     """A full SMAE pre-training recipe."""
 
     stage: Literal["smae"]
@@ -64,9 +62,6 @@ class SmaeRecipe(StrictModel):
     output_dir: str
     seed: int = 42
 
-    _source: Path | None = PrivateAttr(default=None)
-    _lines: dict[tuple[Any, ...], int] = PrivateAttr(default_factory=dict)
-
     @field_validator("training")
     @classmethod
     def _no_top_level_keys(cls, training: dict[str, Any]) -> dict[str, Any]:
@@ -74,21 +69,6 @@ class SmaeRecipe(StrictModel):
             if key in training:
                 raise ValueError(f"set {key} at the top level of the recipe, not under 'training'")
         return training
-
-    @property
-    def source(self) -> Path | None:
-        return self._source
-
-    @property
-    def base_dir(self) -> Path:
-        return self._source.parent if self._source is not None else Path.cwd()
-
-    def resolve_path(self, path: str | Path) -> Path:
-        p = Path(path).expanduser()
-        return p if p.is_absolute() else (self.base_dir / p)
-
-    def line_of(self, *loc: Any) -> int | None:
-        return line_for(self._lines, loc) if self._lines else None
 
 
 def is_smae_recipe(path: str | Path, overrides: list[str] | None = None) -> bool:
@@ -109,30 +89,8 @@ def is_smae_recipe(path: str | Path, overrides: list[str] | None = None) -> bool
 
 def load_smae_recipe(path: str | Path, overrides: list[str] | None = None) -> SmaeRecipe:
     """Load and validate an SMAE recipe; errors name file, line and field."""
-    path = Path(path)
-    data, lines = load_yaml_with_lines(path)
-    if not isinstance(data, dict):
-        raise RecipeError("a recipe must be a YAML mapping (key: value) at the top level", file=path, line=1)
-    for key, value in parse_overrides(overrides):
-        _set_dotted(data, key, value)
-    try:
-        recipe = SmaeRecipe.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err["loc"])
-        message = err["msg"]
-        if err["type"] == "extra_forbidden":
-            message = f"unknown key '{loc[-1]}'." + suggest(str(loc[-1]), _fields_at(SmaeRecipe, loc))
-        elif err["type"] == "missing":
-            message = "required field is missing"
-        raise RecipeError(message, file=path, line=line_for(lines, loc), field=_format_loc(loc)) from None
-    recipe._source = path.resolve()
-    recipe._lines = lines
-    allowed = mlm_training_arg_names()
-    for key in recipe.training:
-        if key not in allowed:
-            raise RecipeError(f"unknown training argument '{key}'." + suggest(key, allowed), file=recipe.source,
-                              line=recipe.line_of("training", key), field=f"training.{key}")
+    recipe = load_config_file(SmaeRecipe, path, overrides)
+    check_known_keys(recipe, "training", recipe.training, mlm_training_arg_names(), "training argument")
     return recipe
 
 
