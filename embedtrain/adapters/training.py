@@ -142,12 +142,12 @@ def train_tasks(recipe: Recipe, *, resume: bool = False, overwrite: bool = False
     from embedtrain.adapters.checkpoint import attach_tasks
     from embedtrain.losses import build_loss
     from embedtrain.models.resolve import load_model, resolve_model_path
-    from embedtrain.training.checkpoints import FINAL_DIR, atomic_save
-    from embedtrain.training.trainer import TrainResult, _check_output_dir, _save_final, build_training_args
+    from embedtrain.training.checkpoints import FINAL_DIR, atomic_save, check_output_dir
+    from embedtrain.training.trainer import TrainResult, _save_final, build_training_args
 
     assert recipe.tasks is not None
     prepared = prepare_tasks(recipe)
-    resume_from = _check_output_dir(recipe, resume, overwrite)
+    resume_from = check_output_dir(recipe, resume, overwrite)
     model_path = resolve_model_path(recipe.model.name_or_path, base_dir=recipe.base_dir, file=recipe.source,
                                     line=recipe.line_of("model", "name_or_path"), field="model.name_or_path")
     evaluators = _task_evaluators(recipe)

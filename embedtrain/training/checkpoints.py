@@ -8,6 +8,9 @@ from pathlib import Path
 
 from transformers.trainer_utils import get_last_checkpoint
 
+from embedtrain.config.base import LocatedModel
+from embedtrain.errors import RecipeError
+
 logger = logging.getLogger(__name__)
 
 FINAL_DIR = "final"
@@ -20,6 +23,26 @@ def last_checkpoint(output_dir: str | Path) -> Path | None:
         return None
     found = get_last_checkpoint(str(output_dir))
     return Path(found) if found else None
+
+
+def check_output_dir(recipe: LocatedModel, resume: bool, overwrite: bool) -> Path | None:
+    """The checkpoint to resume from, after refusing to silently train over an earlier run.
+
+    ``recipe`` is any recipe with an ``output_dir``. With ``resume`` the newest checkpoint is returned (None,
+    with a warning, if there is none); otherwise existing checkpoints are an error unless ``overwrite``.
+    """
+    output_dir = recipe.output_dir  # type: ignore[attr-defined]
+    ckpt = last_checkpoint(output_dir)
+    if resume:
+        if ckpt is None:
+            logger.warning("--resume: no checkpoint in %s, starting from scratch", output_dir)
+        return ckpt
+    if ckpt is not None and not overwrite:
+        raise RecipeError(
+            f"output_dir already holds {ckpt.name}; pass --resume to continue that run or --overwrite to "
+            "start over (existing checkpoints are then replaced as the new run saves)",
+            file=recipe.source, line=recipe.line_of("output_dir"), field="output_dir")
+    return None
 
 
 def atomic_save(save_fn, target: str | Path) -> Path:

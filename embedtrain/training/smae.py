@@ -43,7 +43,7 @@ from embedtrain.errors import CheckpointError, DataError, RecipeError
 from embedtrain.models.mlm_head import MLMHeadParts, mlm_head_parts, sliced_mlm_logits
 from embedtrain.models.resolve import load_model, resolve_model_path
 from embedtrain.models.subnetwork_pairs import default_pairs, validate_pairs
-from embedtrain.training.checkpoints import FINAL_DIR, atomic_save, last_checkpoint
+from embedtrain.training.checkpoints import FINAL_DIR, atomic_save, check_output_dir
 from embedtrain.training.smae_recipe import SmaeRecipe
 
 logger = logging.getLogger(__name__)
@@ -177,19 +177,6 @@ def check_pairs(recipe: SmaeRecipe, num_layers: int, width: int) -> list[Pair]:
     return pairs
 
 
-def _check_output_dir(recipe: SmaeRecipe, resume: bool, overwrite: bool) -> Path | None:
-    ckpt = last_checkpoint(recipe.output_dir)
-    if resume:
-        if ckpt is None:
-            logger.warning("--resume: no checkpoint in %s, starting from scratch", recipe.output_dir)
-        return ckpt
-    if ckpt is not None and not overwrite:
-        raise RecipeError(f"output_dir already holds {ckpt.name}; pass --resume to continue that run or "
-                          "--overwrite to start over", file=recipe.source, line=recipe.line_of("output_dir"),
-                          field="output_dir")
-    return None
-
-
 def build_mlm_model(st_path: Path) -> torch.nn.Module:
     """``AutoModelForMaskedLM`` from the checkpoint; a head missing from it starts random (logged)."""
     folder = hf_model_folder(st_path)
@@ -206,7 +193,7 @@ def train_smae(recipe: SmaeRecipe, *, resume: bool = False, overwrite: bool = Fa
                callbacks: list[TrainerCallback] | None = None) -> SmaeResult:
     """Run the SMAE stage described by ``recipe``; returns where the pre-trained model went."""
     texts = load_text_data(recipe)
-    resume_from = _check_output_dir(recipe, resume, overwrite)
+    resume_from = check_output_dir(recipe, resume, overwrite)
     st_path = resolve_model_path(recipe.model.name_or_path, base_dir=recipe.base_dir, file=recipe.source,
                                  line=recipe.line_of("model", "name_or_path"), field="model.name_or_path")
     st_model = load_model(st_path, device="cpu", max_seq_length=recipe.model.max_seq_length)

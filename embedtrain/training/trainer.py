@@ -24,7 +24,7 @@ from embedtrain.errors import RecipeError
 from embedtrain.losses import build_loss
 from embedtrain.mining.attach import attach_dynamic_mining
 from embedtrain.models.resolve import load_model, resolve_model_path
-from embedtrain.training.checkpoints import FINAL_DIR, atomic_save, last_checkpoint
+from embedtrain.training.checkpoints import FINAL_DIR, atomic_save, check_output_dir
 from embedtrain.training.progress import RichProgressCallback
 from embedtrain.training.prepare import PreparedDataset, checkpoint_prompts, prepare_data
 from embedtrain.training.sts_check import build_sts_evaluators, combined, run_sts
@@ -80,20 +80,6 @@ def build_training_args(recipe: Recipe, prompts: dict[str, dict[str, str]]) -> S
                           line=recipe.line_of("training"), field="training") from None
 
 
-def _check_output_dir(recipe: Recipe, resume: bool, overwrite: bool) -> Path | None:
-    ckpt = last_checkpoint(recipe.output_dir)
-    if resume:
-        if ckpt is None:
-            logger.warning("--resume: no checkpoint in %s, starting from scratch", recipe.output_dir)
-        return ckpt
-    if ckpt is not None and not overwrite:
-        raise RecipeError(
-            f"output_dir already holds {ckpt.name}; pass --resume to continue that run or --overwrite to "
-            "start over (existing checkpoints are then replaced as the new run saves)",
-            file=recipe.source, line=recipe.line_of("output_dir"), field="output_dir")
-    return None
-
-
 def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
           callbacks: list[TrainerCallback] | None = None, rich_progress: bool = False) -> TrainResult:
     """Run the training job described by ``recipe`` and return where the model went.
@@ -106,7 +92,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
 
         return train_tasks(recipe, resume=resume, overwrite=overwrite, callbacks=callbacks, rich_progress=rich_progress)
     prepared = prepare_data(recipe)
-    resume_from = _check_output_dir(recipe, resume, overwrite)
+    resume_from = check_output_dir(recipe, resume, overwrite)
     model_path = resolve_model_path(recipe.model.name_or_path, base_dir=recipe.base_dir, file=recipe.source,
                                     line=recipe.line_of("model", "name_or_path"), field="model.name_or_path")
     evaluators = build_sts_evaluators(recipe)
