@@ -74,3 +74,20 @@ def write_jsonl(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run tiny-model tests single-threaded: faster on a shared 2-core CPU (no OpenMP spin contention)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def tiny4(tiny_model_factory):
+    """A tiny random BERT with 4 layers and width 32: enough depth/width for (layer, dim) sub-networks."""
+    return tiny_model_factory(num_layers=4, hidden_size=32)

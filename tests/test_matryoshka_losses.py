@@ -18,17 +18,7 @@ ANCHORS = ["a cat sits on the mat", "the stock market fell", "rain is expected t
 POSITIVES = ["a kitten rests on a rug", "shares dropped sharply", "showers in the forecast", "he strums a guitar"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def tiny4(tiny_model_factory):
-    return tiny_model_factory(num_layers=4, hidden_size=32)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(model, name, inner, params=None, fmt="pairs"):

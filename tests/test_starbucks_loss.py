@@ -16,18 +16,7 @@ POSITIVES = ["a kitten rests on a rug", "shares dropped sharply", "showers in th
 NEGATIVES = ["a dog barks loudly", "the bakery sells bread", "the sun is shining", "she reads a novel"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster single-threaded on a shared CPU (no OpenMP spin contention)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def tiny4(tiny_model_factory):
-    return tiny_model_factory(num_layers=4, hidden_size=32)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def fresh_model(path):

@@ -15,17 +15,7 @@ from embedtrain.training.smae_recipe import is_smae_recipe, load_smae_recipe
 from helpers import write_recipe, write_rows
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def tiny4(tiny_model_factory):
-    return tiny_model_factory(num_layers=4, hidden_size=32)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def smae_recipe(tmp_path, model_dir, **extra):

@@ -13,12 +13,7 @@ from embedtrain.training import train
 from helpers import write_recipe, write_rows
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def hard_negative_rows(n: int) -> list[dict]:
@@ -38,10 +33,11 @@ def recipe_for(tmp_path, model_dir, loss):
     }))
 
 
-@pytest.mark.parametrize("name", ["starbucks", "matryoshka2d"])
-def test_recipe_trains_with_cached_mnrl_and_hard_negatives(tmp_path, tiny_model_factory, name):
+@pytest.mark.parametrize("name,params", [("starbucks", {"kl_weight": 0.5}), ("matryoshka2d", {"kl_weight": 0.5}),
+                                         ("matryoshka", {"dims": [32, 16, 8]})])
+def test_recipe_trains_with_cached_mnrl_and_hard_negatives(tmp_path, tiny_model_factory, name, params):
     model_dir = tiny_model_factory(num_layers=4, hidden_size=32)
-    recipe = recipe_for(tmp_path, model_dir, {"name": name, "params": {"kl_weight": 0.5},
+    recipe = recipe_for(tmp_path, model_dir, {"name": name, "params": params,
                                               "inner": {"name": "cached_mnrl", "params": {"mini_batch_size": 4}}})
     result = train(recipe)
     assert result.global_step == 2
