@@ -34,16 +34,26 @@ logger = logging.getLogger("hn_experiment")
 METHODS = ("mnrl", "gist", "gist_dynamic")
 
 
-def build_pairs(data_dir: Path, workdir: Path, min_score: float) -> tuple[Path, Path, int]:
-    """Write STSb-train paraphrase pairs (both directions) and the sentence corpus."""
+def build_pairs(data_dir: Path, workdir: Path, min_score: float, max_pairs: int | None = None,
+                corpus_size: int | None = None) -> tuple[Path, Path, int]:
+    """Write STSb-train paraphrase pairs (both directions) and the sentence corpus.
+
+    ``max_pairs`` keeps the first N qualifying pairs; ``corpus_size`` caps the corpus (the pairs'
+    own sentences always stay in it, the rest are the other STSb-train sentences in file order).
+    """
     rows = json.loads((data_dir / "stsb_train.json").read_text(encoding="utf-8"))
     pairs = [(r["sentence1"], r["sentence2"]) for r in rows if float(r["score"]) >= min_score]
+    pairs = pairs[:max_pairs] if max_pairs else pairs
     pairs_path, corpus_path = workdir / "pairs.jsonl", workdir / "corpus.jsonl"
     with pairs_path.open("w", encoding="utf-8") as fh:
         for a, b in pairs:
             fh.write(json.dumps({"anchor": a, "positive": b}) + "\n")
             fh.write(json.dumps({"anchor": b, "positive": a}) + "\n")
-    corpus = dict.fromkeys(s for r in rows for s in (r["sentence1"], r["sentence2"]))
+    corpus = dict.fromkeys(s for pair in pairs for s in pair)
+    for text in (s for r in rows for s in (r["sentence1"], r["sentence2"])):
+        if corpus_size and len(corpus) >= corpus_size:
+            break
+        corpus.setdefault(text)
     with corpus_path.open("w", encoding="utf-8") as fh:
         for text in corpus:
             fh.write(json.dumps({"text": text}) + "\n")
@@ -57,7 +67,8 @@ def mine(args, pairs: Path, corpus: Path, workdir: Path) -> dict:
     cfg = OfflineMiningConfig(model="all-MiniLM-L6-v2", input=str(pairs), output=str(workdir / "mined.jsonl"),
                               corpus=str(corpus), num_negatives=args.num_negatives, candidates=args.candidates,
                               range_min=args.range_min, range_max=args.range_max,
-                              relative_margin=args.relative_margin, batch_size=64)
+                              relative_margin=args.relative_margin, batch_size=64,
+                              max_seq_length=args.max_seq_length)
     result = run_mining(cfg)
     return result.stats.summary()
 
@@ -71,9 +82,10 @@ def recipe_for(method: str, args, workdir: Path) -> Path:
                "num_negatives": args.num_negatives}
     if method == "gist_dynamic":
         dataset["mining"] = {"dynamic": {"every_steps": args.every_steps, "easy_ratio": args.easy_ratio,
-                                         "easy_abs": args.easy_abs, "source": "candidates", "scope": "seen"}}
+                                         "easy_abs": args.easy_abs, "source": "candidates", "scope": "seen",
+                                         "initial_from": args.initial_from}}
     recipe = {
-        "model": {"name_or_path": "all-MiniLM-L6-v2", "max_seq_length": 128},
+        "model": {"name_or_path": "all-MiniLM-L6-v2", "max_seq_length": args.max_seq_length},
         "datasets": [dataset], "loss": loss,
         "training": {"max_steps": args.steps, "per_device_train_batch_size": args.batch_size,
                      "learning_rate": args.learning_rate, "warmup_ratio": 0.1, "logging_steps": 10,
@@ -130,6 +142,9 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=["STSBenchmark", "STS13", "SICK-R"])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--min-score", type=float, default=4.0)
+    parser.add_argument("--max-pairs", type=int, default=None, help="Use only the first N STSb-train pairs.")
+    parser.add_argument("--corpus-size", type=int, default=None, help="Cap the mining corpus at N sentences.")
+    parser.add_argument("--max-seq-length", type=int, default=128)
     parser.add_argument("--num-negatives", type=int, default=3)
     parser.add_argument("--candidates", type=int, default=30)
     parser.add_argument("--range-min", type=int, default=5)
@@ -143,24 +158,39 @@ def main() -> None:
     parser.add_argument("--every-steps", type=int, default=20)
     parser.add_argument("--easy-ratio", type=float, default=1.15)
     parser.add_argument("--easy-abs", type=float, default=0.8)
+    parser.add_argument("--initial-from", choices=["model", "file"], default="model",
+                        help="Dynamic mining: initial scores from the model at train start or from the mined file.")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--skip-eval", action="store_true")
+    parser.add_argument("--no-start-eval", action="store_true", help="Do not evaluate the starting model.")
+    parser.add_argument("--mined", type=Path, default=None,
+                        help="Use this mined file (from an earlier run with the same settings) instead of mining.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
 
+    t_start = time.perf_counter()
     workdir = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     results: dict = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                      "runs": {}, "scores": {}}
-    pairs, corpus, n_pairs = build_pairs(args.data_dir, workdir, args.min_score)
+    pairs, corpus, n_pairs = build_pairs(args.data_dir, workdir, args.min_score, args.max_pairs, args.corpus_size)
     results["pairs"] = n_pairs
-    results["mining"] = mine(args, pairs, corpus, workdir)
-    if not args.skip_eval:
+    if args.mined is not None:  # reuse an earlier mining run (same settings) instead of mining again
+        import shutil
+
+        if args.mined.resolve() != (workdir / "mined.jsonl").resolve():
+            shutil.copyfile(args.mined, workdir / "mined.jsonl")
+        stats = json.loads(args.mined.with_name(args.mined.name + ".stats.json").read_text(encoding="utf-8"))
+        results["mining"] = {k: v for k, v in stats.items() if k != "config"}
+    else:
+        results["mining"] = mine(args, pairs, corpus, workdir)
+    if not args.skip_eval and not args.no_start_eval:
         results["scores"]["all-MiniLM-L6-v2 (start)"] = evaluate("all-MiniLM-L6-v2", "start", args, workdir)
     for method in args.methods:
         results["runs"][method] = info = train(method, args, workdir)
         if not args.skip_eval:
             results["scores"][method] = evaluate(info["final_dir"], method, args, workdir)
+        results["wall_seconds"] = round(time.perf_counter() - t_start, 1)
         (workdir / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     if results["scores"]:
         table = markdown(results, args.tasks)

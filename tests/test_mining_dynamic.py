@@ -54,6 +54,7 @@ def test_round_replaces_easy_negatives_with_the_next_window_and_keeps_the_rest()
     assert table.negatives(0) == ["neg 0.2", "neg 0.3"] and table.negatives(3) == ["neg 3.2", "neg 3.3"]
     assert table.negatives(1) == ["neg 1.0", "neg 1.1"] and table.negatives(2) == ["neg 2.0", "neg 2.1"]
     assert (report.rescored, report.easy, report.refreshed, report.exhausted) == (4, 2, 2, 0)
+    assert report.mean_current == pytest.approx(0.495) and report.mean_initial == pytest.approx(0.6)
     # the refreshed rows were re-scored and that score is their new 'initial'
     assert scores.scored[-1] == [0, 3]
     assert table.initial[[0, 3]].tolist() == [0.3, 0.2] and table.initial[1] == 0.6
@@ -288,6 +289,39 @@ def test_recipe_errors_name_the_mining_section(tiny_model_dir, tmp_path):
         train(load_recipe(_recipe(tmp_path, tiny_model_dir, {"every_steps": 2}, dataloader_num_workers=2)))
     with pytest.raises(RecipeError, match="unknown key 'every_step'"):
         load_recipe(_recipe(tmp_path, tiny_model_dir, {"every_step": 2}))
+
+
+def test_initial_scores_can_come_from_the_mined_file(tiny_model_dir, tmp_path):
+    """initial_from: file reads each row's mean negative score and skips the start-of-training scoring pass."""
+    from embedtrain.config import load_recipe
+    from embedtrain.mining.attach import attach_dynamic_mining
+    from embedtrain.training.prepare import prepare_data
+
+    path = tmp_path / "hn.jsonl"
+    with path.open("w") as fh:
+        for i in range(4):
+            fh.write(json.dumps({"anchor": f"q {i}", "positive": f"p {i}",
+                                 "negatives": [{"text": f"n {i} {j}", "score": 0.1 * i + 0.2 * j} for j in range(2)],
+                                 "candidates": [f"c {i} {j}" for j in range(2)]}) + "\n")
+    recipe = load_recipe(_recipe(tmp_path, tiny_model_dir, {"every_steps": 2, "initial_from": "file"}))
+    prepared = prepare_data(recipe)
+    datasets = {p.config.name: p.dataset for p in prepared}
+    [callback] = attach_dynamic_mining(recipe, prepared, datasets, None)
+    [miner] = callback.miners
+    scores = ScriptedScores({})  # any model scoring would raise KeyError
+    miner.scorer_factory = scores
+    callback.on_train_begin(None, None, None, model=None)
+    assert scores.scored == []
+    assert miner.table.initial.tolist() == pytest.approx([0.1 * i + 0.1 for i in range(4)])
+    # without scores in the file the option is refused, naming the recipe field
+    with path.open("w") as fh:
+        for i in range(4):
+            fh.write(json.dumps({"anchor": f"q {i}", "positive": f"p {i}", "negatives": [f"n {i} 0", f"n {i} 1"],
+                                 "candidates": [f"c {i}"]}) + "\n")
+    prepared = prepare_data(recipe)
+    with pytest.raises(RecipeError, match="initial_from: file needs a numeric 'score'") as err:
+        attach_dynamic_mining(recipe, prepared, {p.config.name: p.dataset for p in prepared}, None)
+    assert err.value.field == "datasets[0].mining.dynamic.initial_from"
 
 
 def _gloo_worker(rank: int, world: int, port: int, out_dir: str) -> None:

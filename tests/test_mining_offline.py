@@ -249,3 +249,16 @@ def test_cli_and_data_prep_script_mine_with_the_real_model(tmp_path, write_jsonl
                  str(corpus), "--num-negatives", "2", "--range-max", "20", "--use-faiss"])
     ds = to_dataset(read_records(out2), "hard_negatives")
     assert [ds[i]["negative_1"] for i in range(4)] == [r["negatives"][0]["text"] for r in rows]
+
+
+def test_mining_benchmark_search_part_reports_both_backends(repo_root):
+    """The throughput script's search part runs and reports one row per backend and corpus size."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mb", repo_root / "examples" / "mining_benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.bench_search([300, 700], n_queries=20, k=10)
+    assert [(r["backend"], r["corpus"]) for r in rows] == [("torch", 300), ("faiss", 300), ("torch", 700),
+                                                           ("faiss", 700)]
+    assert all(r["queries_per_s"] > 0 and r["queries"] == 20 for r in rows)

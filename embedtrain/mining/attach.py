@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 from transformers import TrainerCallback
 
 from embedtrain.data import read_records
@@ -39,8 +40,24 @@ def _candidate_texts(records, i: int, column: str) -> list[str]:
     return out
 
 
-def build_table(recipe, index: int, prepared, config: DynamicMiningConfig) -> NegativeTable:
-    """The negatives table of dataset ``index``: ranked list = file negatives, then candidates."""
+def _file_scores(records, column: str | None, n: int, where: dict) -> np.ndarray:
+    """Per row, the mean ``score`` of its first ``n`` negatives in the file (``initial_from: file``)."""
+    out = np.empty(len(records))
+    for i in range(len(records)):
+        value = records.rows[i].get(column) if column else None
+        items = value[:n] if isinstance(value, list) else []
+        scores = [item.get("score") for item in items if isinstance(item, dict)]
+        if len(scores) < n or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in scores):
+            raise RecipeError(f"initial_from: file needs a numeric 'score' on the first {n} negatives of every row "
+                              f"(as written by `embedtrain mine`); row {i + 1} of {records.path} has none "
+                              "- use initial_from: model", **where)
+        out[i] = float(np.mean(scores))
+    return out
+
+
+def build_table(recipe, index: int, prepared, config: DynamicMiningConfig) -> tuple[NegativeTable, np.ndarray | None]:
+    """The negatives table of dataset ``index`` (ranked list = file negatives, then candidates) and,
+    with ``initial_from: file``, each row's initial score read from the file (else None)."""
     ds_cfg = recipe.datasets[index]
     path = recipe.resolve_path(ds_cfg.path) if ds_cfg.file_type != "hub" else ds_cfg.path
     records = read_records(path, ds_cfg.file_type, split=ds_cfg.split, limit=ds_cfg.max_samples)
@@ -58,7 +75,13 @@ def build_table(recipe, index: int, prepared, config: DynamicMiningConfig) -> Ne
     extra = []
     if config.source == "retrieve" and config.corpus:
         extra = read_corpus(recipe.resolve_path(config.corpus), config.corpus_column)
-    return NegativeTable(ds_cfg.name, dataset["anchor"], dataset["positive"], ranked, n, extra_texts=extra)
+    table = NegativeTable(ds_cfg.name, dataset["anchor"], dataset["positive"], ranked, n, extra_texts=extra)
+    file_scores = None
+    if config.initial_from == "file":
+        where = {"file": recipe.source, "line": recipe.line_of("datasets", index, "mining"),
+                 "field": f"datasets[{index}].mining.dynamic.initial_from"}
+        file_scores = _file_scores(records, columns[spec.list_role], n, where)
+    return table, file_scores
 
 
 def attach_dynamic_mining(recipe, prepared: list, train_datasets: dict, resume_from: Path | None,
@@ -78,7 +101,7 @@ def attach_dynamic_mining(recipe, prepared: list, train_datasets: dict, resume_f
         if recipe.training.get("dataloader_num_workers", 0):
             raise RecipeError("dynamic mining rewrites negatives in the training process; set "
                               "training.dataloader_num_workers: 0", **where)
-        table = build_table(recipe, i, p, cfg)
+        table, file_scores = build_table(recipe, i, p, cfg)
         anchor_prompt, negative_prompt = p.prompts.get("anchor"), p.prompts.get("negative_1")
         retriever = None
         if cfg.source == "retrieve":
@@ -90,7 +113,8 @@ def attach_dynamic_mining(recipe, prepared: list, train_datasets: dict, resume_f
         def scorer_factory(model, table=table, cfg=cfg, ap=anchor_prompt, np_=negative_prompt):
             return ModelScorer(model, table, ap, np_, cfg.batch_size)
 
-        miners.append(DynamicMiner(table, cfg, scorer_factory=scorer_factory, retriever=retriever, seed=recipe.seed))
+        miners.append(DynamicMiner(table, cfg, scorer_factory=scorer_factory, retriever=retriever, seed=recipe.seed,
+                                   file_scores=file_scores))
         train_datasets[p.config.name] = table.wrap(p.dataset)
         logger.info("dynamic mining [%s]: %d rows, %d negatives each, source %s, every %d steps", table.name,
                     len(table), table.num_negatives, cfg.source, cfg.every_steps)

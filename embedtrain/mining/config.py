@@ -115,6 +115,13 @@ class DynamicMiningConfig(NegativeFilter):
     ``candidates_column``, as written by ``embedtrain mine --candidates``), or by a fresh retrieval
     with the current model over ``corpus`` (``source: retrieve``; filtered with this section's
     rank window and margins).
+
+    ``initial_from: file`` takes each row's ``initial`` score from the mined file (the mean of the
+    ``score`` of its first ``num_negatives`` negatives, as ``embedtrain mine`` writes them) instead of
+    re-encoding every row with the model when training starts. That pass costs as much as mining the
+    queries again, so skip it on large data; it is only right when training starts from the model
+    (and prompts) the file was mined with, and not after ``--cross-encoder`` rescoring (the file's
+    scores are then cross-encoder scores, not cosines).
     """
 
     every_steps: int = Field(default=100, gt=0)
@@ -123,6 +130,7 @@ class DynamicMiningConfig(NegativeFilter):
     source: Literal["candidates", "retrieve"] = "candidates"
     scope: Literal["seen", "all"] = "seen"
     max_rescore: int | None = Field(default=None, gt=0)
+    initial_from: Literal["model", "file"] = "model"
     candidates_column: str = "candidates"
     corpus: str | None = None
     corpus_column: str = "text"

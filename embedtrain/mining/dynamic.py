@@ -146,7 +146,11 @@ class Retriever:
 
 @dataclass
 class RoundReport:
-    """What one re-mining round did (logged and kept in the saved state's history)."""
+    """What one re-mining round did (logged and kept in the saved state's history).
+
+    ``mean_current`` / ``mean_initial``: mean query-negative cosine of the re-scored rows under the
+    current model and when their negatives were put in place (both before this round's refreshes).
+    """
 
     step: int
     dataset: str
@@ -168,7 +172,8 @@ class DynamicMiner:
 
     def __init__(self, table: NegativeTable, config: DynamicMiningConfig, *,
                  scorer_factory: Callable[[object], Scorer], retriever: Retriever | None = None,
-                 collective: Collective | None = None, seed: int = 0) -> None:
+                 collective: Collective | None = None, seed: int = 0,
+                 file_scores: np.ndarray | None = None) -> None:
         if config.source == "retrieve" and retriever is None:
             raise ValueError("source 'retrieve' needs a retriever")
         self.table = table
@@ -177,6 +182,7 @@ class DynamicMiner:
         self.retriever = retriever
         self._collective = collective
         self.seed = seed
+        self.file_scores = file_scores  # initial scores read from the data (initial_from: file)
         self.restored = False
 
     @property
@@ -190,16 +196,22 @@ class DynamicMiner:
         scorer = self.scorer_factory(model)
         return np.asarray(sharded_map(self.collective, rows, lambda rs: list(scorer(rs))), dtype=np.float64)
 
-    def initialize(self, model) -> None:
-        """Score every row's starting negatives: their ``initial`` score."""
+    def initialize(self, model, file_scores: np.ndarray | None = None) -> None:
+        """Set every row's ``initial`` score: the model's scores of its starting negatives, or ``file_scores``."""
         t = time.perf_counter()
         rows = list(range(len(self.table)))
-        scores = self._score(model, rows)
+        if file_scores is not None:
+            if len(file_scores) != len(rows):
+                raise ValueError(f"file_scores has {len(file_scores)} entries for {len(rows)} rows")
+            scores = np.asarray(file_scores, dtype=np.float64)
+        else:
+            scores = self._score(model, rows)
         self.table.initial[:] = scores
         self.table.current[:] = scores
         self.table.take_seen()
-        logger.info("dynamic mining [%s]: initial mean query-negative cosine %.4f over %d rows (%.1fs)",
+        logger.info("dynamic mining [%s]: initial mean query-negative cosine %.4f over %d rows (%s, %.1fs)",
                     self.table.name, float(np.mean(scores)) if len(scores) else float("nan"), len(rows),
+                    "from the mined file" if file_scores is not None else "scored with the model",
                     time.perf_counter() - t)
 
     def round_rows(self, step: int) -> list[int]:
@@ -221,6 +233,7 @@ class DynamicMiner:
         rows = self.round_rows(step)
         scores = self._score(model, rows)
         table.current[rows] = scores
+        initial_before = table.initial[rows].copy()  # the report compares with these, not the refreshed ones
         easy = [r for r, s in zip(rows, scores) if is_easy(s, table.initial[r], cfg)]
         refreshed: list[int] = []
         if cfg.source == "candidates":
@@ -238,7 +251,7 @@ class DynamicMiner:
             step=step, dataset=table.name, rescored=len(rows), easy=len(easy), refreshed=len(refreshed),
             exhausted=len(easy) - len(refreshed),
             mean_current=round(float(np.mean(scores)), 6) if len(rows) else float("nan"),
-            mean_initial=round(float(np.nanmean(table.initial[rows])), 6) if len(rows) else float("nan"),
+            mean_initial=round(float(np.nanmean(initial_before)), 6) if len(rows) else float("nan"),
             seconds=round(time.perf_counter() - t, 3))
         table.history.append(asdict(report))
         logger.info("dynamic mining [%s] step %d: re-scored %d rows, %d easy, refreshed %d, %d out of candidates "
@@ -256,7 +269,7 @@ class DynamicMiningCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         for miner in self.miners:
             if not miner.restored:
-                miner.initialize(model)
+                miner.initialize(model, miner.file_scores)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         for miner in self.miners:

@@ -36,7 +36,6 @@ def mine_with_sentence_transformers(config: OfflineMiningConfig, model, anchors:
     stats = MiningStats(rows=len(anchors), queries=len(dict.fromkeys(anchors)),
                         corpus_size=len(dict.fromkeys([*documents, *positives])))
     wanted = config.num_negatives + config.candidates + int(config.exclude_query_text)
-    t = time.perf_counter()
     mined = mine_hard_negatives(
         Dataset.from_dict({"anchor": anchors, "positive": positives}), model,
         anchor_column_name="anchor", positive_column_name="positive", corpus=documents or None,
@@ -48,7 +47,7 @@ def mine_with_sentence_transformers(config: OfflineMiningConfig, model, anchors:
         output_scores=True, batch_size=config.batch_size, faiss_batch_size=config.query_chunk_size,
         use_faiss=config.use_faiss, verbose=False,
     )
-    stats.search_s = time.perf_counter() - t
+    # encoding, search and filtering happen inside one call: only total_s is known (per-stage stays 0)
     # labeled-list rows: anchor, positive = [positive, neg_1, ...], scores = [pos_score, s_1, ...]
     by_pair: dict[tuple[str, str], tuple[float, list[tuple[str, float]]]] = {}
     for anchor, docs, scores in zip(mined["anchor"], mined["positive"], mined["scores"]):
