@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from embedtrain.config import load_recipe
 from embedtrain.training import train
 
@@ -68,11 +70,18 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_model_dir, repo_root
     assert (tmp_path / "out" / "final" / "model.safetensors").exists()
 
 
-def test_in_batch_negatives_are_gathered_across_processes(tmp_path, tiny_model_dir, repo_root):
+@pytest.mark.parametrize("loss_name,port", [("mnrl", 29533), ("gist", 29534), ("cached_gist", 29535)])
+def test_in_batch_negatives_are_gathered_across_processes(tmp_path, tiny_model_dir, repo_root, loss_name, port):
+    """MNRL and both GIST losses (guide: the model itself, so its mask is non-trivial) gather across ranks.
+
+    sentence-transformers' GIST gathers positives / negatives (and their guide scores) but keeps the optional
+    anchor-anchor term per process, so that term is switched off here to compare with one process.
+    """
     out = tmp_path / "losses.json"
+    params = {} if loss_name == "mnrl" else {"guide": str(tiny_model_dir), "contrast_anchors": False}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(repo_root / "recipes" / "accelerate" / "cpu_2proc.yaml"), "--main_process_port", "29533",
-           os.path.join(SCRIPTS, "gather_check.py"), str(tiny_model_dir), str(out)]
+           str(repo_root / "recipes" / "accelerate" / "cpu_2proc.yaml"), "--main_process_port", str(port),
+           os.path.join(SCRIPTS, "gather_check.py"), str(tiny_model_dir), str(out), loss_name, json.dumps(params)]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = json.loads(out.read_text())

@@ -1,8 +1,10 @@
-"""Run under a 2-process launch: the gathered MNRL loss must equal the single-process loss on the full batch.
+"""Run under a 2-process launch: a gathered contrastive loss must equal the single-process loss on the full batch.
 
-Each rank takes its half of a fixed 8-pair batch. With ``gather_across_devices`` every anchor sees all
-8 positives as candidates, so the mean of the per-rank losses equals the loss of one process on all 8
-pairs; without gathering it would not. Writes ``{rank: loss}`` JSON to argv[2].
+Usage: ``gather_check.py MODEL_DIR OUT_JSON [LOSS_NAME [PARAMS_JSON]]`` (default ``mnrl``; e.g. ``gist`` with
+``{"guide": MODEL_DIR}``). Each rank takes its half of a fixed 8-pair batch. With ``gather_across_devices``
+every anchor sees all 8 positives (and, for GIST, the guide's mask over all of them), so the mean of the
+per-rank losses equals the loss of one process on all 8 pairs; without gathering it would not. Writes
+``{rank: losses}`` JSON to OUT_JSON.
 """
 
 import json
@@ -18,6 +20,8 @@ from embedtrain.losses import LossContext, build_loss
 
 def main() -> None:
     model_dir, out_file = sys.argv[1], sys.argv[2]
+    loss_name = sys.argv[3] if len(sys.argv) > 3 else "mnrl"
+    params = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     model = SentenceTransformer(model_dir, device="cpu")
@@ -30,10 +34,11 @@ def main() -> None:
     def features(texts):
         return [model.preprocess(texts)]
 
-    gathered = build_loss(LossConfig(name="mnrl", params={"gather_across_devices": True}), model, LossContext())
+    gathered = build_loss(LossConfig(name=loss_name, params={**params, "gather_across_devices": True}), model,
+                          LossContext())
     with torch.no_grad():
         loss = gathered(features(anchors[mine]) + features(positives[mine]), None).item()
-    local = build_loss(LossConfig(name="mnrl"), model, LossContext())
+    local = build_loss(LossConfig(name=loss_name, params=params), model, LossContext())
     with torch.no_grad():
         full = local(features(anchors) + features(positives), None).item()
         half = local(features(anchors[mine]) + features(positives[mine]), None).item()
