@@ -166,18 +166,48 @@ def test_mteb_task_types_pick_adapters(task_model, tiny_model_dir):
 
 
 def test_mteb_harness_encoder_uses_the_mapping(task_model):
+    """The harness encoder with task routing: each MTEB task type (and side) gets its mapped adapter."""
+    from datasets import Dataset
     from mteb.types import PromptType
 
     from embedtrain.evaluation.encoder import make_encoder
 
-    encoder = make_encoder(task_model, label="x", fingerprint="f")
-    from datasets import Dataset
-
+    encoder = make_encoder(task_model, label="x", fingerprint="f", cache={})
     loader = torch.utils.data.DataLoader(Dataset.from_dict({"text": TEXTS}), batch_size=2)
 
-    class Meta:
-        name, type = "SciFact", "Retrieval"
+    def meta(name, kind):
+        return type("Meta", (), {"name": name, "type": kind})
 
-    got = encoder.encode(loader, task_metadata=Meta, hf_split="test", hf_subset="default",
-                         prompt_type=PromptType.query)
-    np.testing.assert_allclose(np.asarray(got), task_model.encode(TEXTS, task="retrieval.query"), atol=1e-5)
+    cases = [(meta("SciFact", "Retrieval"), PromptType.query, "retrieval.query"),
+             (meta("SciFact", "Retrieval"), PromptType.document, "retrieval.passage"),
+             (meta("STSBenchmark", "STS"), None, "text-matching"),
+             (meta("Banking77Classification", "Classification"), None, "classification")]
+    for metadata, prompt_type, task in cases:
+        got = encoder.encode(loader, task_metadata=metadata, hf_split="test", hf_subset="default",
+                             prompt_type=prompt_type)
+        np.testing.assert_allclose(np.asarray(got), task_model.encode(TEXTS, task=task), atol=1e-5,
+                                   err_msg=f"{metadata.type} {prompt_type}")
+    # outside the encoder the model is back to its default (the base model here)
+    assert task_model[0].default_task is None
+
+
+def test_eval_cli_scores_sts_with_the_text_matching_adapter(saved_task_model, tmp_path, shared_data_dir,
+                                                             tiny_model_dir, capsys):
+    """``embedtrain eval`` of a task checkpoint on STSBenchmark equals the score of the exported
+    text-matching model (the adapter is routed by MTEB task type), not the base model's."""
+    from embedtrain.cli.app import run_app
+    from embedtrain.evaluation.runner import evaluate_checkpoint
+    from embedtrain.evaluation.results import load_summary
+
+    _, path = saved_task_model
+    run_app(["eval", str(path), "--tasks", "STSBenchmark", "--data-dir", str(shared_data_dir),
+             "--output", str(tmp_path / "routed")])
+    assert "STSBenchmark" in capsys.readouterr().out
+    routed = load_summary(tmp_path / "routed").scores["STSBenchmark"].value
+    exported = export_task(path, "text-matching", tmp_path / "tm")
+    merged = evaluate_checkpoint(exported, tasks=["STSBenchmark"], data_dir=shared_data_dir,
+                                 output=tmp_path / "merged", show_progress=False).summary.scores["STSBenchmark"].value
+    base = evaluate_checkpoint(tiny_model_dir, tasks=["STSBenchmark"], data_dir=shared_data_dir,
+                               output=tmp_path / "plain", show_progress=False).summary.scores["STSBenchmark"].value
+    assert routed == pytest.approx(merged, abs=1e-3)
+    assert abs(routed - base) > 1e-2  # the adapter really changed the embeddings

@@ -76,6 +76,8 @@ class TaskAdapterTransformer(Transformer):
         #: MTEB task type (or ``Type:side``) -> task; see embedtrain.adapters.mteb_map.
         self.mteb_map: dict[str, str] = {}
         self._active: Any = _UNSET
+        #: True inside :meth:`preprocess`; sentence-transformers re-enters it to measure the prompt's length.
+        self._in_preprocess = False
         #: Every LoRA parameter and whether it should train (see :meth:`set_trainable`).
         self._lora_flags: list[tuple[torch.nn.Parameter, bool]] = []
 
@@ -178,9 +180,15 @@ class TaskAdapterTransformer(Transformer):
     def preprocess(self, inputs, prompt: str | None = None, **kwargs) -> dict[str, Any]:
         """Tokenise; an unprompted call with a task gets that task's prompt. Stamps ``features['task']``."""
         task = self.resolve_task(kwargs.get("task"))
-        if not prompt and task is not None:  # "" is what encode_query/encode_document pass by default
+        # "" is what encode_query/encode_document pass by default. A nested call is sentence-transformers
+        # tokenising the prompt alone (to measure it, without ``task``): adding a prompt there would recurse.
+        if not prompt and task is not None and not self._in_preprocess:
             prompt = self.routes[task].prompt
-        features = super().preprocess(inputs, prompt=prompt, **kwargs)
+        outer, self._in_preprocess = self._in_preprocess, True
+        try:
+            features = super().preprocess(inputs, prompt=prompt, **kwargs)
+        finally:
+            self._in_preprocess = outer
         if task is not None and features:
             features["task"] = task
         return features

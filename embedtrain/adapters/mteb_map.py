@@ -11,7 +11,8 @@ one task's encoding, and points the ``query`` / ``document`` task aliases (what 
 ``encode_document`` pass, and mteb calls those for the two sides of retrieval) at the mapped sides.
 Task types without an entry run the model as it is (default task, or the base model).
 
-The evaluation harness (``embedtrain.evaluation.encoder.CachingEncoder``) wraps every ``encode`` in
+mteb never passes the task to ``model.encode``, so the harness encoder
+(``embedtrain.evaluation.encoder.CachingEncoder``, behind ``embedtrain eval``) wraps every ``encode`` in
 :func:`mteb_task_scope`; any other mteb wrapper can do the same::
 
     with mteb_task_scope(model, task_metadata):

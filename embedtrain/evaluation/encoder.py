@@ -8,6 +8,11 @@ the truncation (``layers``/``dim``) as experiment parameters.
 :class:`CachingEncoder` encodes each distinct text once and remembers the full-width embeddings of
 every text list, so a Matryoshka grid encodes each layer count once and scores every dimension by
 slicing -- exactly what sentence-transformers' ``truncate_dim`` does after the forward pass.
+
+mteb never tells ``model.encode`` which task it encodes for, so for task-adapter checkpoints
+(:mod:`embedtrain.adapters`) every encode runs inside :func:`~embedtrain.adapters.mteb_map.mteb_task_scope`:
+the MTEB task type picks the adapter (STS -> ``text-matching``, retrieval queries -> ``retrieval.query``...).
+For plain checkpoints that scope does nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import warnings
 from typing import Any
 
 from mteb.models import SentenceTransformerEncoderWrapper
+
+from embedtrain.adapters.mteb_map import mteb_task_scope
 
 
 def _texts_key(texts: list[str]) -> str:
@@ -49,16 +56,17 @@ class CachingEncoder(SentenceTransformerEncoderWrapper):
         call = {"task_metadata": task_metadata, "hf_split": hf_split, "hf_subset": hf_subset,
                 "prompt_type": prompt_type, **kwargs}
         features = getattr(inputs.dataset, "features", None) or {}
-        if set(features) & {"image", "audio", "video"}:
-            embeddings = super().encode(inputs, **call)
-        else:
-            texts = [text for batch in inputs for text in batch["text"]]
-            key = (task_metadata.name, getattr(prompt_type, "value", prompt_type), _texts_key(texts))
-            embeddings = self.cache.get(key) if self.cache is not None else None
-            if embeddings is None:
-                embeddings = self._encode_distinct(texts, inputs, call)
-                if self.cache is not None:
-                    self.cache[key] = embeddings
+        with mteb_task_scope(self.model, task_metadata):  # task-adapter models: the adapter of this task type
+            if set(features) & {"image", "audio", "video"}:
+                embeddings = super().encode(inputs, **call)
+            else:
+                texts = [text for batch in inputs for text in batch["text"]]
+                key = (task_metadata.name, getattr(prompt_type, "value", prompt_type), _texts_key(texts))
+                embeddings = self.cache.get(key) if self.cache is not None else None
+                if embeddings is None:
+                    embeddings = self._encode_distinct(texts, inputs, call)
+                    if self.cache is not None:
+                        self.cache[key] = embeddings
         return embeddings[:, : self.dim] if self.dim is not None else embeddings
 
     def _encode_distinct(self, texts: list[str], inputs, call: dict[str, Any]):
