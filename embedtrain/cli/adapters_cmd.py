@@ -41,4 +41,3 @@ def list_tasks(checkpoint: Path = typer.Argument(..., help="Task-adapter checkpo
         table.add_row(name, route.adapter or "(base)", rank, repr(route.prompt) if route.prompt else "-",
                       aliases or "-", kinds or "-")
     out.print(table)
-
