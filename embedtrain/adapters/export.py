@@ -17,11 +17,12 @@ from pathlib import Path
 from embedtrain.adapters.checkpoint import require_task_module
 from embedtrain.adapters.module import save_base
 from embedtrain.errors import CheckpointError
+from embedtrain.training.checkpoints import RECIPE_FILE
 
 logger = logging.getLogger(__name__)
 
 #: Files beside the weights that describe how the model was made; copied into the export.
-PROVENANCE_FILES = ("embedtrain_recipe.yaml",)
+PROVENANCE_FILES = (RECIPE_FILE,)
 
 
 def merged_model(model, task: str, *, where: str | Path | None = None):

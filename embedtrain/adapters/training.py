@@ -14,7 +14,6 @@ Only LoRA weights train; the base model is bit-for-bit unchanged.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
@@ -141,18 +140,15 @@ def train_tasks(recipe: Recipe, *, resume: bool = False, overwrite: bool = False
 
     from embedtrain.adapters.checkpoint import attach_tasks
     from embedtrain.losses import build_loss
-    from embedtrain.models.resolve import load_model, resolve_model_path
-    from embedtrain.training.checkpoints import FINAL_DIR, atomic_save, check_output_dir
-    from embedtrain.training.trainer import TrainResult, _save_final, build_training_args
+    from embedtrain.training.checkpoints import check_output_dir
+    from embedtrain.training.trainer import build_training_args, load_start_model, run_training
 
     assert recipe.tasks is not None
     prepared = prepare_tasks(recipe)
     resume_from = check_output_dir(recipe, resume, overwrite)
-    model_path = resolve_model_path(recipe.model.name_or_path, base_dir=recipe.base_dir, file=recipe.source,
-                                    line=recipe.line_of("model", "name_or_path"), field="model.name_or_path")
     evaluators = _task_evaluators(recipe)
 
-    model = load_model(model_path, device=recipe.model.device, max_seq_length=recipe.model.max_seq_length)
+    model = load_start_model(recipe)
     module = attach_tasks(model, recipe.tasks)
     mapping = router_mapping(recipe, prepared)
     used_tasks = {t for cols in mapping.values() for t in cols.values()}
@@ -160,8 +156,8 @@ def train_tasks(recipe: Recipe, *, resume: bool = False, overwrite: bool = False
         if task.name not in used_tasks:
             logger.warning("task '%s' gets no training data; its adapter stays at its initialisation (LoRA B = 0, "
                            "i.e. the base model)", task.name)
-    trained = [module.routes[t].adapter for t in module.tasks if t in used_tasks]
-    names = module.set_trainable([a for a in trained if a is not None])
+    trained = [a for a in (module.routes[t].adapter for t in module.tasks if t in used_tasks) if a is not None]
+    names = module.set_trainable(trained)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in model.parameters())
     logger.info("training %d LoRA tensors (%d of %d parameters, %.2f%%) for adapters %s", len(names), n_train,
@@ -179,34 +175,15 @@ def train_tasks(recipe: Recipe, *, resume: bool = False, overwrite: bool = False
 
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_datasets, loss=losses,
                                          callbacks=callbacks)
-    if rich_progress:
-        from transformers.trainer_callback import ProgressCallback
 
-        from embedtrain.training.progress import RichProgressCallback
+    def score(m) -> dict[str, float]:
+        scores = _run_task_evaluators(evaluators, m, module)
+        module.activate(None)  # adapters off again; activate() keeps the requires_grad flags set_trainable chose
+        return scores
 
-        trainer.remove_callback(ProgressCallback)
-        trainer.add_callback(RichProgressCallback())
-    is_main = trainer.is_world_process_zero()
-    before = _run_task_evaluators(evaluators, model, module) if evaluators and is_main and not resume_from else {}
-    for name, score in before.items():
-        logger.info("before training: %s cosine Spearman %.2f", name, score)
-    module.activate(None)
-    module.set_trainable([a for a in trained if a is not None])
+    def saving_state() -> None:
+        module.set_trainable(None)
+        module.activate(None)
 
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-
-    module.set_trainable(None)
-    module.activate(None)
-    final_dir = Path(recipe.output_dir) / FINAL_DIR
-    after: dict[str, float] = {}
-    if is_main:
-        atomic_save(lambda tmp: _save_final(model, recipe, tmp), final_dir)
-        logger.info("saved final task model (%s) to %s", ", ".join(module.tasks), final_dir)
-        after = _run_task_evaluators(evaluators, model, module) if evaluators else {}
-        for name, score in after.items():
-            logger.info("after training: %s cosine Spearman %.2f", name, score)
-    trainer.accelerator.wait_for_everyone()
-    result = TrainResult(Path(recipe.output_dir), final_dir, trainer.state.global_step, before, after, resume_from)
-    if hasattr(result, "is_main_process"):
-        result.is_main_process = is_main
-    return result
+    return run_training(recipe, trainer, resume_from=resume_from, rich_progress=rich_progress,
+                        score=score if evaluators else None, after_train=saving_state)

@@ -32,12 +32,11 @@ def validate_smae_stage(recipe: Path, overrides: list[str] | None) -> bool:
 
     if not is_smae_recipe(recipe, overrides):
         return False
-    from embedtrain.models.resolve import resolve_model_path
+    from embedtrain.models.resolve import recipe_model_path
     from embedtrain.training.smae import load_text_data
 
     r = load_smae_recipe(recipe, overrides)
-    resolve_model_path(r.model.name_or_path, base_dir=r.base_dir, file=r.source,
-                       line=r.line_of("model", "name_or_path"), field="model.name_or_path")
+    recipe_model_path(r)
     texts = load_text_data(r)
     out.print(f"SMAE stage: {len(texts)} texts")
     out.print("[green]recipe OK[/]")

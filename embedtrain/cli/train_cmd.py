@@ -53,13 +53,12 @@ def validate(
     if validate_smae_stage(recipe, set_):  # `stage: smae` recipes
         return
     from embedtrain.config import load_recipe
-    from embedtrain.models.resolve import resolve_model_path
+    from embedtrain.models.resolve import recipe_model_path
     from embedtrain.training.prepare import prepare_data
     from embedtrain.training.sts_check import build_sts_evaluators
 
     r = load_recipe(recipe, set_)
-    resolve_model_path(r.model.name_or_path, base_dir=r.base_dir, file=r.source,
-                       line=r.line_of("model", "name_or_path"), field="model.name_or_path")
+    recipe_model_path(r)
     prepared = prepare_data(r)
     build_sts_evaluators(r)
     for p in prepared:

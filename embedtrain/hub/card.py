@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 
 from embedtrain.hub.results import ResultRow, eval_results
+from embedtrain.training.checkpoints import RECIPE_FILE
 
-RECIPE_FILE = "embedtrain_recipe.yaml"
 #: Packaged short names -> Hub ids (for the ``base_model`` field).
 KNOWN_HUB_IDS = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
 

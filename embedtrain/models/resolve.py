@@ -46,6 +46,12 @@ def resolve_model_path(name_or_path: str | Path, *, base_dir: Path | None = None
                           f"{sorted(PACKAGED_MODELS)}", file=file, line=line, field=field)
 
 
+def recipe_model_path(recipe) -> Path:
+    """Resolve a recipe's ``model.name_or_path`` (relative to the recipe); errors point at that recipe line."""
+    return resolve_model_path(recipe.model.name_or_path, base_dir=recipe.base_dir, file=recipe.source,
+                              line=recipe.line_of("model", "name_or_path"), field="model.name_or_path")
+
+
 def load_model(name_or_path: str | Path, *, device: str | None = None, max_seq_length: int | None = None,
                **kwargs):
     """Load a SentenceTransformer from a local folder or packaged short name."""

@@ -6,6 +6,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import yaml
 from transformers.trainer_utils import get_last_checkpoint
 
 from embedtrain.config.base import LocatedModel
@@ -14,6 +15,8 @@ from embedtrain.errors import RecipeError
 logger = logging.getLogger(__name__)
 
 FINAL_DIR = "final"
+#: The validated recipe, saved beside every final model (what produced it, re-runnable).
+RECIPE_FILE = "embedtrain_recipe.yaml"
 
 
 def last_checkpoint(output_dir: str | Path) -> Path | None:
@@ -62,3 +65,10 @@ def atomic_save(save_fn, target: str | Path) -> Path:
     tmp.rename(target)
     shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def save_with_recipe(model, recipe: LocatedModel, folder: str | Path) -> None:
+    """Save a sentence-transformer to ``folder`` with the validated recipe beside it (:data:`RECIPE_FILE`)."""
+    model.save(str(folder))
+    dump = recipe.model_dump(mode="json", exclude_defaults=False)
+    Path(folder, RECIPE_FILE).write_text(yaml.safe_dump(dump, sort_keys=False), encoding="utf-8")

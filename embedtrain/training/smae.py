@@ -27,7 +27,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import yaml
 from datasets import Dataset
 from transformers import (
     AutoModelForMaskedLM,
@@ -41,9 +40,9 @@ from transformers.modeling_outputs import MaskedLMOutput
 from embedtrain.data import read_records, to_dataset
 from embedtrain.errors import CheckpointError, DataError, RecipeError
 from embedtrain.models.mlm_head import MLMHeadParts, mlm_head_parts, sliced_mlm_logits
-from embedtrain.models.resolve import load_model, resolve_model_path
+from embedtrain.models.resolve import load_model, recipe_model_path
 from embedtrain.models.subnetwork_pairs import default_pairs, validate_pairs
-from embedtrain.training.checkpoints import FINAL_DIR, atomic_save, check_output_dir
+from embedtrain.training.checkpoints import FINAL_DIR, atomic_save, check_output_dir, save_with_recipe
 from embedtrain.training.smae_recipe import SmaeRecipe
 
 logger = logging.getLogger(__name__)
@@ -90,7 +89,7 @@ class SubnetworkMLMObjective:
         self.pairs = pairs
         self.weights = list(weights) if weights is not None else [1.0] * len(pairs)
         self.head: MLMHeadParts = mlm_head_parts(mlm_model)
-        self.sums: dict[Pair, float] = {p: 0.0 for p in pairs}
+        self.sums: dict[Pair, torch.Tensor | float] = {p: 0.0 for p in pairs}
         self.counts = 0
         self._checked = False
 
@@ -127,13 +126,13 @@ class SubnetworkMLMObjective:
         for (layer, dim), weight in zip(self.pairs, self.weights):
             logits = sliced_mlm_logits(self.head, hidden[layer][selected], dim)
             part = F.cross_entropy(logits.float(), target)
-            self.sums[(layer, dim)] += float(part.detach())
+            self.sums[(layer, dim)] += part.detach()  # a tensor: no device sync per step
             loss = loss + weight * part / total_weight
         self.counts += 1
         return MaskedLMOutput(loss=loss)
 
     def mean_losses(self) -> dict[Pair, float]:
-        return {p: s / self.counts for p, s in self.sums.items()} if self.counts else {}
+        return {p: float(s) / self.counts for p, s in self.sums.items()} if self.counts else {}
 
 
 def hf_model_folder(st_path: Path) -> Path:
@@ -194,8 +193,7 @@ def train_smae(recipe: SmaeRecipe, *, resume: bool = False, overwrite: bool = Fa
     """Run the SMAE stage described by ``recipe``; returns where the pre-trained model went."""
     texts = load_text_data(recipe)
     resume_from = check_output_dir(recipe, resume, overwrite)
-    st_path = resolve_model_path(recipe.model.name_or_path, base_dir=recipe.base_dir, file=recipe.source,
-                                 line=recipe.line_of("model", "name_or_path"), field="model.name_or_path")
+    st_path = recipe_model_path(recipe)
     st_model = load_model(st_path, device="cpu", max_seq_length=recipe.model.max_seq_length)
     mlm = build_mlm_model(st_path)
     config = mlm.config
@@ -224,7 +222,7 @@ def train_smae(recipe: SmaeRecipe, *, resume: bool = False, overwrite: bool = Fa
     is_main = trainer.is_world_process_zero()
     if is_main:
         copy_encoder_weights(mlm, st_model)
-        atomic_save(lambda tmp: _save_final(st_model, recipe, tmp), final_dir)
+        atomic_save(lambda tmp: save_with_recipe(st_model, recipe, tmp), final_dir)
         logger.info("saved SMAE-pre-trained model to %s", final_dir)
     trainer.accelerator.wait_for_everyone()
     losses = objective.mean_losses()
@@ -243,12 +241,6 @@ def copy_encoder_weights(mlm: torch.nn.Module, st_model) -> None:
     if unexpected_missing or result.unexpected_keys:
         raise CheckpointError(f"encoder weights do not match the sentence-transformer's model: missing "
                               f"{unexpected_missing[:3]}, unexpected {result.unexpected_keys[:3]}")
-
-
-def _save_final(st_model, recipe: SmaeRecipe, folder: str) -> None:
-    st_model.save(folder)
-    dump = recipe.model_dump(mode="json", exclude_defaults=False)
-    Path(folder, "embedtrain_recipe.yaml").write_text(yaml.safe_dump(dump, sort_keys=False), encoding="utf-8")
 
 
 __all__ = ["SmaeResult", "SubnetworkMLMObjective", "train_smae"]

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
@@ -23,8 +23,8 @@ from embedtrain.config.recipe import Recipe
 from embedtrain.errors import RecipeError
 from embedtrain.losses import build_loss
 from embedtrain.mining.attach import attach_dynamic_mining
-from embedtrain.models.resolve import load_model, resolve_model_path
-from embedtrain.training.checkpoints import FINAL_DIR, atomic_save, check_output_dir
+from embedtrain.models.resolve import load_model, recipe_model_path
+from embedtrain.training.checkpoints import FINAL_DIR, atomic_save, check_output_dir, save_with_recipe
 from embedtrain.training.progress import RichProgressCallback
 from embedtrain.training.prepare import PreparedDataset, checkpoint_prompts, prepare_data
 from embedtrain.training.sts_check import build_sts_evaluators, combined, run_sts
@@ -93,11 +93,8 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
         return train_tasks(recipe, resume=resume, overwrite=overwrite, callbacks=callbacks, rich_progress=rich_progress)
     prepared = prepare_data(recipe)
     resume_from = check_output_dir(recipe, resume, overwrite)
-    model_path = resolve_model_path(recipe.model.name_or_path, base_dir=recipe.base_dir, file=recipe.source,
-                                    line=recipe.line_of("model", "name_or_path"), field="model.name_or_path")
     evaluators = build_sts_evaluators(recipe)
-
-    model = load_model(model_path, device=recipe.model.device, max_seq_length=recipe.model.max_seq_length)
+    model = load_start_model(recipe)
     model.prompts = {**(model.prompts or {}), **checkpoint_prompts(recipe)}
 
     train_datasets = {p.config.name: p.dataset for p in prepared}
@@ -106,31 +103,55 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
     losses = {p.config.name: build_loss(p.loss, model, p.loss_context) for p in prepared}
     prompts = {p.config.name: p.prompts for p in prepared if p.prompts}
     args = build_training_args(recipe, prompts)
-    logger.info("training %s on %s", model_path, ", ".join(f"{n} ({len(d)} rows)" for n, d in train_datasets.items()))
+    logger.info("training %s on %s", recipe.model.name_or_path,
+                ", ".join(f"{n} ({len(d)} rows)" for n, d in train_datasets.items()))
 
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=train_datasets, loss=losses,
         evaluator=combined(evaluators) if args.eval_strategy != "no" else None,
         callbacks=callbacks,
     )
+    return run_training(recipe, trainer, resume_from=resume_from, rich_progress=rich_progress,
+                        score=(lambda m: run_sts(evaluators, m)) if evaluators else None)
+
+
+def load_start_model(recipe: Recipe):
+    """The recipe's starting model (local folder or packaged name; errors point at ``model.name_or_path``)."""
+    model_path = recipe_model_path(recipe)
+    return load_model(model_path, device=recipe.model.device, max_seq_length=recipe.model.max_seq_length)
+
+
+def run_training(recipe: Recipe, trainer: SentenceTransformerTrainer, *, resume_from: Path | None,
+                 rich_progress: bool = False, score: Callable[[Any], dict[str, float]] | None = None,
+                 after_train: Callable[[], None] | None = None) -> TrainResult:
+    """The part every trainer of a recipe shares, once ``trainer`` is built.
+
+    Optional rich progress; ``score(model)`` (quick STS checks) before training on a fresh run and after it;
+    train (resuming from ``resume_from``); ``after_train()`` to put the model in its saving state; the
+    final model written atomically to ``<output_dir>/final`` with the recipe beside it (main process only);
+    then, after all processes are done, the recipe's MTEB ``eval:`` section on the saved model.
+    """
+    model = trainer.model
     if rich_progress:
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(RichProgressCallback())
     is_main = trainer.is_world_process_zero()
-    before = run_sts(evaluators, model) if evaluators and is_main and resume_from is None else {}
-    for name, score in before.items():
-        logger.info("before training: %s cosine Spearman %.2f", name, score)
+    before = score(model) if score is not None and is_main and resume_from is None else {}
+    for name, value in before.items():
+        logger.info("before training: %s cosine Spearman %.2f", name, value)
 
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if after_train is not None:
+        after_train()
 
     final_dir = Path(recipe.output_dir) / FINAL_DIR
     after: dict[str, float] = {}
     if is_main:
-        atomic_save(lambda tmp: _save_final(model, recipe, tmp), final_dir)
+        atomic_save(lambda tmp: save_with_recipe(model, recipe, tmp), final_dir)
         logger.info("saved final model to %s", final_dir)
-        after = run_sts(evaluators, model) if evaluators else {}
-        for name, score in after.items():
-            logger.info("after training: %s cosine Spearman %.2f", name, score)
+        after = score(model) if score is not None else {}
+        for name, value in after.items():
+            logger.info("after training: %s cosine Spearman %.2f", name, value)
     trainer.accelerator.wait_for_everyone()
     if is_main and recipe.eval is not None:  # MTEB on the saved model (embedtrain.evaluation), after the barrier
         from embedtrain.evaluation import evaluate_after_training
@@ -138,12 +159,6 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
         evaluate_after_training(recipe, final_dir)
     return TrainResult(Path(recipe.output_dir), final_dir, trainer.state.global_step, before, after, resume_from,
                        is_main)
-
-
-def _save_final(model, recipe: Recipe, folder: str) -> None:
-    model.save(folder)
-    dump = recipe.model_dump(mode="json", exclude_defaults=False)
-    Path(folder, "embedtrain_recipe.yaml").write_text(yaml.safe_dump(dump, sort_keys=False), encoding="utf-8")
 
 
 def world_size() -> int:
@@ -157,4 +172,4 @@ def _has_accelerator() -> bool:
     return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
 
 
-__all__ = ["PreparedDataset", "TrainResult", "build_training_args", "train"]
+__all__ = ["PreparedDataset", "TrainResult", "build_training_args", "load_start_model", "run_training", "train"]
