@@ -18,7 +18,7 @@ from pathlib import Path
 
 from embedtrain.errors import CheckpointError
 from embedtrain.models.resolve import load_model
-from embedtrain.models.subnetworks import embedding_dim
+from embedtrain.models.truncate import embedding_dim
 from embedtrain.models.truncate import num_layers, truncated_copy
 from embedtrain.training.checkpoints import atomic_save
 

@@ -23,7 +23,8 @@ from embedtrain.config.recipe import DataFormat
 from embedtrain.losses.registry import LossContext, register_loss
 from embedtrain.losses.subnetwork import SubnetworkLoss
 from embedtrain.models.subnetwork_pairs import default_dims, default_layers, validate_choices
-from embedtrain.models.subnetworks import SubnetworkEmbedder, embedding_dim
+from embedtrain.models.subnetworks import SubnetworkEmbedder
+from embedtrain.models.truncate import embedding_dim
 
 #: Wrapper losses take whatever data their inner loss takes (the inner loss is checked separately).
 ANY_FORMAT = frozenset(typing.get_args(DataFormat))

@@ -102,8 +102,9 @@ class SubnetworkLoss(nn.Module):
         #: Sub-networks of the step in progress (trained) and all that are embedded (+ the teacher).
         self._trained: list[Pair] = []
         self._embedded: list[Pair] = []
-        #: Last step's parts, for logging and tests: {"inner": {pair: value}, "kl": {pair: value}}.
-        self.last_parts: dict[str, dict[Pair, float]] = {"inner": {}, "kl": {}}
+        #: Last step's parts as detached tensors (no device sync in the training step); read them
+        #: as floats through :attr:`last_parts`.
+        self._parts: dict[str, dict[Pair, Tensor]] = {"inner": {}, "kl": {}}
         if self.uses_gradient_cache:
             self._decorate_cached(inner)
 
@@ -115,7 +116,12 @@ class SubnetworkLoss(nn.Module):
         full = self.embedder.full_pair
         self._trained = trained
         self._embedded = trained + ([full] if full not in trained and self.kl_weight > 0 else [])
-        self.last_parts = {"inner": {}, "kl": {}}
+        self._parts = {"inner": {}, "kl": {}}
+
+    @property
+    def last_parts(self) -> dict[str, dict[Pair, float]]:
+        """Last step's unweighted parts, for logging and tests: ``{"inner": {pair: v}, "kl": {pair: v}}``."""
+        return {kind: {pair: float(v) for pair, v in parts.items()} for kind, parts in self._parts.items()}
 
     def _weight(self, pair: Pair) -> float:
         return float(self.weights.get(pair, 1.0))
@@ -148,7 +154,7 @@ class SubnetworkLoss(nn.Module):
                 for pair in self._trained:
                     current["index"] = self._embedded.index(pair)
                     part = self.loss(features, labels)
-                    self.last_parts["inner"][pair] = float(part.detach())
+                    self._parts["inner"][pair] = part.detach()
                     loss = loss + self._weight(pair) * part / total_weight
         kl_pairs = self._kl_pairs()
         if kl_pairs:
@@ -158,7 +164,7 @@ class SubnetworkLoss(nn.Module):
             for pair in kl_pairs:
                 idx = self._embedded.index(pair)
                 kl = similarity_kl(teacher, [embs[idx] for embs in per_column], self.kl_temperature)
-                self.last_parts["kl"][pair] = float(kl.detach())
+                self._parts["kl"][pair] = kl.detach()
                 kl_total = kl_total + kl
             loss = loss + self.kl_weight * kl_total / len(kl_pairs)
         return loss  # type: ignore[return-value]
@@ -218,7 +224,7 @@ class SubnetworkLoss(nn.Module):
         for pair in self._trained:
             scale = self._weight(pair) / total_weight
             part = run(pair, lambda r: original(r, *args, with_backward=with_backward, **kwargs), scale)
-            self.last_parts["inner"][pair] = float(part) / scale if scale else 0.0
+            self._parts["inner"][pair] = part / scale if scale else torch.zeros(())
             loss = loss + part
         kl_pairs = self._kl_pairs()
         if kl_pairs:
@@ -234,7 +240,7 @@ class SubnetworkLoss(nn.Module):
                     return value
 
                 part = run(pair, kl_fn, scale)
-                self.last_parts["kl"][pair] = float(part) / scale if scale else 0.0
+                self._parts["kl"][pair] = part / scale if scale else torch.zeros(())
                 loss = loss + part
         return loss
 

@@ -18,15 +18,14 @@ running the first ``L`` layers for each distinct ``L`` (slower, but exact).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from embedtrain.errors import CheckpointError
-from embedtrain.models.truncate import encoder_layers
+from embedtrain.models.truncate import embedding_dim, encoder_layers, first_layers
 
 logger = logging.getLogger(__name__)
 
@@ -38,42 +37,6 @@ def unwrap_model(model: Any) -> Any:
     while hasattr(model, "_orig_mod") or (hasattr(model, "module") and not hasattr(model, "encode")):
         model = getattr(model, "_orig_mod", None) or model.module
     return model
-
-
-def embedding_dim(model: Any) -> int:
-    """Full (untruncated) output width of a SentenceTransformer."""
-    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-    truncate = getattr(model, "truncate_dim", None)
-    try:
-        model.truncate_dim = None
-        return int(getter())
-    finally:
-        model.truncate_dim = truncate
-
-
-@contextmanager
-def first_layers(model: Any, n: int) -> Iterator[None]:
-    """Temporarily keep only the first ``n`` transformer layers of ``model`` (restored on exit)."""
-    layers = encoder_layers(model)
-    config = model[0].auto_model.config
-    total = len(layers)
-    if n == total:
-        yield
-        return
-    tail = [layers[i] for i in range(n, total)]
-    layer_types = getattr(config, "layer_types", None)
-    for _ in tail:
-        del layers[-1]
-    config.num_hidden_layers = n
-    if isinstance(layer_types, list) and len(layer_types) == total:
-        config.layer_types = layer_types[:n]
-    try:
-        yield
-    finally:
-        layers.extend(tail)
-        config.num_hidden_layers = total
-        if isinstance(layer_types, list):
-            config.layer_types = layer_types
 
 
 class SubnetworkEmbedder:

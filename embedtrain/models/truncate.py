@@ -8,6 +8,9 @@ dimensions are cut with sentence-transformers' ``truncate_dim``.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from torch import nn
 
@@ -49,6 +52,38 @@ def keep_first_layers(model, n: int) -> None:
         hf_model.config.layer_types = layer_types[:n]
 
 
+@contextmanager
+def first_layers(model: Any, n: int) -> Iterator[None]:
+    """Temporarily keep only the first ``n`` transformer layers of ``model`` (restored on exit)."""
+    layers = encoder_layers(model)
+    config = model[0].auto_model.config
+    total = len(layers)
+    if n == total:
+        yield
+        return
+    tail = [layers[i] for i in range(n, total)]
+    layer_types = getattr(config, "layer_types", None)
+    keep_first_layers(model, n)
+    try:
+        yield
+    finally:
+        layers.extend(tail)
+        config.num_hidden_layers = total
+        if isinstance(layer_types, list):
+            config.layer_types = layer_types
+
+
+def embedding_dim(model: Any) -> int:
+    """Full (untruncated) output width of a SentenceTransformer, whatever its ``truncate_dim``."""
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    truncate = getattr(model, "truncate_dim", None)
+    try:
+        model.truncate_dim = None
+        return int(getter())
+    finally:
+        model.truncate_dim = truncate
+
+
 def truncated_copy(model, *, layers: int | None = None, dim: int | None = None):
     """A deep copy of ``model`` with only the first ``layers`` layers and ``dim`` output dims.
 
@@ -58,8 +93,7 @@ def truncated_copy(model, *, layers: int | None = None, dim: int | None = None):
     if layers is not None and layers != num_layers(small):
         keep_first_layers(small, layers)
     if dim is not None:
-        full = small.get_embedding_dimension() if hasattr(small, "get_embedding_dimension") \
-            else small.get_sentence_embedding_dimension()
+        full = embedding_dim(small)
         if not 1 <= dim <= full:
             raise CheckpointError(f"cannot truncate a {full}-dim embedding to {dim} dims")
         small.truncate_dim = dim if dim != full else None
