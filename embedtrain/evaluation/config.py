@@ -11,7 +11,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, PositiveInt
+
+from embedtrain.config.base import StrictModel
 
 from embedtrain.evaluation.task_config import DEFAULT_TASKS
 
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class EvalConfig(BaseModel):
+class EvalConfig(StrictModel):
     """MTEB tasks to run on ``<output_dir>/final`` once training is done.
 
     Paths (``data_dir``, ``task_config``, ``output``) are relative to the recipe file. ``data_dir``
@@ -29,14 +31,12 @@ class EvalConfig(BaseModel):
     add a truncation grid. ``online`` lets task names without a local definition be downloaded by mteb.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
     tasks: list[str] = Field(default_factory=lambda: list(DEFAULT_TASKS), min_length=1)
     data_dir: str | None = None
     task_config: list[str] = Field(default_factory=list)
     batch_size: int = Field(default=64, gt=0)
-    dims: list[int] | None = Field(default=None, min_length=1)
-    layers: list[int] | None = Field(default=None, min_length=1)
+    dims: list[PositiveInt] | None = Field(default=None, min_length=1)
+    layers: list[PositiveInt] | None = Field(default=None, min_length=1)
     output: str | None = None
     online: bool = False
 
@@ -69,15 +69,8 @@ def check_eval_section(recipe: Any) -> None:
     """Resolve the recipe's eval tasks and read their local data (every row checked); no model is loaded."""
     if getattr(recipe, "eval", None) is None:
         return
-    from embedtrain.errors import RecipeError
     from embedtrain.evaluation.tasks import load_task_data
 
-    cfg: EvalConfig = recipe.eval
-    for name in ("dims", "layers"):
-        values = getattr(cfg, name) or []
-        if any(v < 1 for v in values):
-            raise RecipeError(f"{name} must be positive integers, got {values}", file=recipe.source,
-                              line=recipe.line_of("eval", name), field=f"eval.{name}")
     load_task_data(_resolve(recipe))
 
 

@@ -80,32 +80,29 @@ def run_grid(model, tasks: Sequence, spec: GridSpec, *, label: str, fingerprint:
     """
     from embedtrain.evaluation.encoder import make_encoder
     from embedtrain.evaluation.runner import run_mteb
-    from embedtrain.models.truncate import truncated_copy
+    from embedtrain.models.truncate import first_layers
 
     names = [t.metadata.name for t in tasks]
     grid = GridResult(label, spec.layers, spec.dims, names, {t.metadata.name: t.metadata.main_score for t in tasks},
                       {n: {} for n in [*names, MEAN]})
     for n_layers in spec.layers:
         full_depth = n_layers == spec.full_layers
-        sub = model if full_depth else truncated_copy(model, layers=n_layers)
         cache = full_cache if (full_depth and full_cache is not None) else {}
-        for dim in spec.dims:
-            full = full_depth and dim == spec.full_dim
-            if full and full_scores is not None and all(n in full_scores for n in names):
-                by_name = {n: full_scores[n] for n in names}
+        with first_layers(model, n_layers):  # cut in place (restored on exit): no model copy per layer count
+            for dim in spec.dims:
+                full = full_depth and dim == spec.full_dim
+                if full and full_scores is not None and all(n in full_scores for n in names):
+                    by_name = {n: full_scores[n] for n in names}
+                else:
+                    encoder = make_encoder(model, label=label, fingerprint=fingerprint, cache=cache,
+                                           layers=None if full else n_layers, dim=None if full else dim)
+                    logger.info("grid cell: %d layers, %d dims", n_layers, dim)
+                    results = run_mteb(encoder, tasks, output_dir=output_dir, batch_size=batch_size,
+                                       show_progress=show_progress, reuse=reuse or full)
+                    by_name = {r.task_name: 100.0 * float(r.get_score()) for r in results}
                 for name in names:
                     grid.scores[name][(n_layers, dim)] = by_name[name]
-                grid.scores[MEAN][(n_layers, dim)] = sum(by_name.values()) / len(names)
-                continue
-            encoder = make_encoder(sub, label=label, fingerprint=fingerprint, cache=cache,
-                                   layers=None if full else n_layers, dim=None if full else dim)
-            logger.info("grid cell: %d layers, %d dims", n_layers, dim)
-            results = run_mteb(encoder, tasks, output_dir=output_dir, batch_size=batch_size,
-                               show_progress=show_progress, reuse=reuse or full)
-            by_name = {r.task_name: 100.0 * float(r.get_score()) for r in results}
-            for name in names:
-                grid.scores[name][(n_layers, dim)] = by_name[name]
-            grid.scores[MEAN][(n_layers, dim)] = sum(by_name[n] for n in names) / len(names)
+                grid.scores[MEAN][(n_layers, dim)] = sum(by_name[n] for n in names) / len(names)
     return grid
 
 

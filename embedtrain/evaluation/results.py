@@ -30,14 +30,19 @@ DEFAULT_SUBDIR = "eval"
 #: Used when the checkpoint folder cannot be written to (e.g. a model shipped inside a Python package).
 FALLBACK_ROOT = Path("eval_results")
 
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx")
 
 
 def weights_fingerprint(model_dir: str | Path) -> str:
-    """A 12-hex-digit hash of the weight files in ``model_dir`` (their relative paths, sizes and bytes)."""
+    """A 12-hex-digit hash of the weight files in ``model_dir`` (their relative paths, sizes and bytes).
+
+    Trainer state in a ``checkpoint-N`` folder (optimizer, scheduler, RNG states) is not part of the model
+    and is not hashed: it would double the bytes read and says nothing about the embeddings.
+    """
+    from embedtrain.training.checkpoints import WEIGHT_SUFFIXES, is_trainer_state
+
     model_dir = Path(model_dir)
-    files = sorted(p for p in model_dir.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES
-                   and DEFAULT_SUBDIR not in p.relative_to(model_dir).parts[:1])
+    files = sorted(p for p in model_dir.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES
+                   and not is_trainer_state(p.name) and DEFAULT_SUBDIR not in p.relative_to(model_dir).parts[:1])
     if not files:
         raise CheckpointError("no weight files (*.safetensors, *.bin) found", file=model_dir)
     digest = hashlib.sha256()

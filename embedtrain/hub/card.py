@@ -19,10 +19,11 @@ from typing import Any
 import yaml
 
 from embedtrain.hub.results import ResultRow, eval_results
+from embedtrain.models.resolve import PACKAGED_MODELS
 from embedtrain.training.checkpoints import RECIPE_FILE
 
 #: Packaged short names -> Hub ids (for the ``base_model`` field).
-KNOWN_HUB_IDS = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
+KNOWN_HUB_IDS = {hub_id.split("/")[-1]: hub_id for hub_id in PACKAGED_MODELS if "/" in hub_id}
 
 
 def _is_local(value: str) -> bool:

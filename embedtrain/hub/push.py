@@ -24,12 +24,13 @@ import yaml
 
 from embedtrain.errors import CheckpointError, EmbedtrainError
 from embedtrain.hub.card import RECIPE_FILE, build_card, public_recipe, public_soup, read_recipe
+from embedtrain.training.checkpoints import is_trainer_state
 
 logger = logging.getLogger(__name__)
 
-#: Not uploaded: trainer state and folders that only make sense on the training machine.
-EXCLUDED_FILES = {"optimizer.pt", "scheduler.pt", "trainer_state.json", "training_args.bin", "scaler.pt",
-                  "README.md"}
+#: Not uploaded: trainer state (``is_trainer_state``), the checkpoint's own README (a new card is written)
+#: and folders that only make sense on the training machine.
+EXCLUDED_FILES = {"README.md"}
 EXCLUDED_DIRS = {"eval", "eval_results", "runs", "__pycache__"}
 
 
@@ -53,7 +54,7 @@ def _skip(rel: Path) -> bool:
     if any(p in EXCLUDED_DIRS or p.startswith("checkpoint-") or p.endswith((".tmp", ".old")) for p in parts[:-1]):
         return True
     name = parts[-1]
-    return name in EXCLUDED_FILES or (name.startswith("rng_state") and name.endswith(".pth"))
+    return name in EXCLUDED_FILES or is_trainer_state(name)
 
 
 def stage_folder(checkpoint: str | Path, dest: str | Path, repo_id: str, *,

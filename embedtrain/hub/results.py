@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
+#: mteb result folders are named by the weights fingerprint (embedtrain.evaluation.results).
+_HEX12 = re.compile(r"[0-9a-f]{12}")
 
 
 @dataclass(frozen=True)
@@ -78,11 +81,13 @@ def find_results(checkpoint: str | Path, extra_dirs: list[str | Path] = ()) -> l
             rel = path.relative_to(root).parts
             if "experiments" in rel or "adapters" in rel:
                 continue
+            if fingerprint is not None and path.parent.name != fingerprint:
+                # mteb results sit in a folder named by the weights fingerprint; anything else is either
+                # another checkpoint's result or not a result at all (config.json, tokenizer.json...)
+                stale += _HEX12.fullmatch(path.parent.name) is not None and bool(_read_result(path))
+                continue
             found = _read_result(path)
             if not found:
-                continue
-            if fingerprint is not None and path.parent.name != fingerprint:
-                stale += 1
                 continue
             for row in found:
                 rows[(row.task, row.split, row.subset)] = row

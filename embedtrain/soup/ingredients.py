@@ -67,7 +67,9 @@ def load_ingredient(path: str | Path) -> Ingredient:
 
     path = Path(path)
     model = load_model(path, device="cpu")
-    weights = {k: v.detach().clone() for k, v in model.state_dict().items() if not _lora_key(k)}
+    # views of the loaded model's tensors, not copies: ingredient models are only read (soups are built in
+    # deep copies), so a clone would only double the memory of every ingredient
+    weights = {k: v.detach() for k, v in model.state_dict().items() if not _lora_key(k)}
     adapters = {}
     module = task_module(model)
     if module is not None:
@@ -77,7 +79,7 @@ def load_ingredient(path: str | Path) -> Ingredient:
                 if getattr(config, attr, None):
                     raise CheckpointError(f"adapter '{name}' uses {attr}; only plain LoRA adapters can be souped",
                                           file=path / "adapters" / name / "adapter_config.json", field=attr)
-            adapters[name] = AdapterWeights(config, {k: v.clone() for k, v in module.adapter_state_dict(name).items()})
+            adapters[name] = AdapterWeights(config, {k: v.detach() for k, v in module.adapter_state_dict(name).items()})
     return Ingredient(path, model, weights, adapters)
 
 

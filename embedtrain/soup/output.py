@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from embedtrain.errors import CheckpointError
+from embedtrain.training.checkpoints import WEIGHT_SUFFIXES
 
 SOUP_FILE = "soup.json"
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5", ".onnx")
 #: Written by sentence-transformers' save but specific to the first ingredient: never copied from it.
 _NOT_FROM_FIRST = {"README.md"}
 

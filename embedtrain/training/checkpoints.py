@@ -17,6 +17,16 @@ logger = logging.getLogger(__name__)
 FINAL_DIR = "final"
 #: The validated recipe, saved beside every final model (what produced it, re-runnable).
 RECIPE_FILE = "embedtrain_recipe.yaml"
+#: Suffixes of model weight files (sentence-transformers / transformers / peft save formats).
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5", ".onnx")
+#: What the HF trainer writes into ``checkpoint-N`` besides the model: needed to resume, not model weights.
+TRAINER_STATE_FILES = frozenset({"optimizer.pt", "scheduler.pt", "trainer_state.json", "training_args.bin",
+                                 "scaler.pt"})
+
+
+def is_trainer_state(name: str) -> bool:
+    """Whether a file in a checkpoint folder is trainer state (optimizer, scheduler, RNG...), not the model."""
+    return name in TRAINER_STATE_FILES or (name.startswith("rng_state") and name.endswith(".pth"))
 
 
 def last_checkpoint(output_dir: str | Path) -> Path | None:
