@@ -14,7 +14,7 @@ import logging
 import types
 import typing
 
-from embedtrain.mining.config import OfflineMiningConfig
+from embedtrain.mining.config import OfflineMiningConfig, parse_column_map
 from embedtrain.mining.offline import run_mining
 
 logger = logging.getLogger("mine_hard_negatives")
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = {k: v for k, v in vars(build_parser().parse_args(argv)).items() if v is not None}
     if "columns" in args:
-        args["columns"] = dict(item.split("=", 1) for item in args["columns"])
+        args["columns"] = parse_column_map(args["columns"])
     result = run_mining(OfflineMiningConfig(**args))
     logger.info("%s", result.stats.summary())
 

@@ -45,15 +45,10 @@ def mine(
     device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ..."),
 ) -> None:
     """Mine hard negatives for (anchor, positive) pairs and write a hard_negatives file with scores."""
-    from embedtrain.mining.config import OfflineMiningConfig
+    from embedtrain.mining.config import OfflineMiningConfig, parse_column_map
     from embedtrain.mining.offline import run_mining
 
-    columns = {}
-    for item in column or []:
-        if "=" not in item:
-            raise RecipeError(f"'{item}' must look like role=column", field="--column")
-        role, name = item.split("=", 1)
-        columns[role.strip()] = name.strip()
+    columns = parse_column_map(column)
     try:
         config = OfflineMiningConfig(
             model=model, input=str(input), output=str(output), corpus=str(corpus) if corpus else None,

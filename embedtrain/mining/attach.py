@@ -26,18 +26,8 @@ logger = logging.getLogger(__name__)
 
 
 def _candidate_texts(records, i: int, column: str) -> list[str]:
-    value = records.rows[i].get(column)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise records.error(i, column, f"expected a list of candidates, got {type(value).__name__}")
-    out = []
-    for j, item in enumerate(value):
-        text = item.get("text") if isinstance(item, dict) else item
-        if not isinstance(text, str) or not text.strip():
-            raise records.error(i, f"{column}[{j}]", "each candidate must be a non-empty string or {text: ...}")
-        out.append(text)
-    return out
+    """The row's ranked candidates beyond its negatives (same item forms as negatives); none if absent."""
+    return _negatives(records, i, column) if records.rows[i].get(column) is not None else []
 
 
 def _file_scores(records, column: str | None, n: int, where: dict) -> np.ndarray:
@@ -55,9 +45,11 @@ def _file_scores(records, column: str | None, n: int, where: dict) -> np.ndarray
     return out
 
 
-def build_table(recipe, index: int, prepared, config: DynamicMiningConfig) -> tuple[NegativeTable, np.ndarray | None]:
-    """The negatives table of dataset ``index`` (ranked list = file negatives, then candidates) and,
-    with ``initial_from: file``, each row's initial score read from the file (else None)."""
+def build_table(recipe, index: int, prepared, config: DynamicMiningConfig,
+                ) -> tuple[NegativeTable, np.ndarray | None, list[str]]:
+    """The negatives table of dataset ``index`` (ranked list = file negatives, then candidates), with
+    ``initial_from: file`` each row's initial score read from the file (else None), and the retrieval
+    corpus (``source: retrieve``: the ``corpus`` file, else every text of the table; empty otherwise)."""
     ds_cfg = recipe.datasets[index]
     path = recipe.resolve_path(ds_cfg.path) if ds_cfg.file_type != "hub" else ds_cfg.path
     records = read_records(path, ds_cfg.file_type, split=ds_cfg.split, limit=ds_cfg.max_samples)
@@ -81,7 +73,8 @@ def build_table(recipe, index: int, prepared, config: DynamicMiningConfig) -> tu
         where = {"file": recipe.source, "line": recipe.line_of("datasets", index, "mining"),
                  "field": f"datasets[{index}].mining.dynamic.initial_from"}
         file_scores = _file_scores(records, columns[spec.list_role], n, where)
-    return table, file_scores
+    corpus = (extra or list(table.texts)) if config.source == "retrieve" else []
+    return table, file_scores, corpus
 
 
 def attach_dynamic_mining(recipe, prepared: list, train_datasets: dict, resume_from: Path | None,
@@ -101,12 +94,10 @@ def attach_dynamic_mining(recipe, prepared: list, train_datasets: dict, resume_f
         if recipe.training.get("dataloader_num_workers", 0):
             raise RecipeError("dynamic mining rewrites negatives in the training process; set "
                               "training.dataloader_num_workers: 0", **where)
-        table, file_scores = build_table(recipe, i, p, cfg)
+        table, file_scores, corpus = build_table(recipe, i, p, cfg)
         anchor_prompt, negative_prompt = p.prompts.get("anchor"), p.prompts.get("negative_1")
         retriever = None
         if cfg.source == "retrieve":
-            corpus = (read_corpus(recipe.resolve_path(cfg.corpus), cfg.corpus_column) if cfg.corpus
-                      else list(table.texts))
             retriever = Retriever(table, [table.id_of(t) for t in dict.fromkeys(corpus)], cfg, anchor_prompt,
                                   negative_prompt, p.prompts.get("positive"))
 

@@ -57,6 +57,19 @@ class NegativeFilter(_Strict):
         return NegativeFilter(**{k: getattr(self, k) for k in NegativeFilter.model_fields})
 
 
+def parse_column_map(items: list[str] | None) -> dict[str, str]:
+    """``["anchor=question", "positive=answer"]`` (``--column`` options) -> ``{"anchor": "question", ...}``."""
+    from embedtrain.errors import RecipeError
+
+    columns = {}
+    for item in items or []:
+        if "=" not in item:
+            raise RecipeError(f"'{item}' must look like role=column", field="--column")
+        role, name = item.split("=", 1)
+        columns[role.strip()] = name.strip()
+    return columns
+
+
 class OfflineMiningConfig(NegativeFilter):
     """One offline mining run: encode a corpus, retrieve per query, filter, write negatives.
 

@@ -18,13 +18,18 @@ from embedtrain.models.resolve import resolve_model_path
 Rescorer = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 
 
-def cross_encoder_rescorer(name_or_path: str | Path, *, batch_size: int = 32, device: str | None = None,
-                           base_dir: Path | None = None) -> Rescorer:
-    """A :data:`Rescorer` backed by a local sentence-transformers ``CrossEncoder`` folder."""
+def load_cross_encoder(name_or_path: str | Path, *, device: str | None = None, base_dir: Path | None = None):
+    """A local sentence-transformers ``CrossEncoder`` (errors name the ``cross_encoder`` field)."""
     from sentence_transformers import CrossEncoder
 
     path = resolve_model_path(name_or_path, base_dir=base_dir, field="cross_encoder")
-    model = CrossEncoder(str(path), device=device, local_files_only=True)
+    return CrossEncoder(str(path), device=device, local_files_only=True)
+
+
+def cross_encoder_rescorer(name_or_path: str | Path, *, batch_size: int = 32, device: str | None = None,
+                           base_dir: Path | None = None) -> Rescorer:
+    """A :data:`Rescorer` backed by a local sentence-transformers ``CrossEncoder`` folder."""
+    model = load_cross_encoder(name_or_path, device=device, base_dir=base_dir)
 
     def rescore(queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
         if len(queries) == 0:

@@ -27,12 +27,9 @@ def mine_with_sentence_transformers(config: OfflineMiningConfig, model, anchors:
 
     cross_encoder = None
     if config.cross_encoder:
-        from sentence_transformers import CrossEncoder
+        from embedtrain.mining.rescore import load_cross_encoder
 
-        from embedtrain.models.resolve import resolve_model_path
-
-        cross_encoder = CrossEncoder(str(resolve_model_path(config.cross_encoder, field="cross_encoder")),
-                                     device=config.device, local_files_only=True)
+        cross_encoder = load_cross_encoder(config.cross_encoder, device=config.device)
     stats = MiningStats(rows=len(anchors), queries=len(dict.fromkeys(anchors)),
                         corpus_size=len(dict.fromkeys([*documents, *positives])))
     wanted = config.num_negatives + config.candidates + int(config.exclude_query_text)
