@@ -55,6 +55,17 @@ def test_recipe_eval_section_runs_on_the_final_model(tmp_path, tiny_model_dir):
     assert start.summary.fingerprint != summary.fingerprint
 
 
+def test_task_adapter_recipe_runs_its_eval_section_too(tmp_path, tiny_model_dir):
+    """Task-adapter training goes through the same run loop: its ``eval:`` section runs after training."""
+    data = _recipe_dict(tmp_path, tiny_model_dir, {"tasks": ["TinySTS"], "task_config": ["tiny_tasks.yaml"],
+                                                   "batch_size": 8})
+    lora = {"r": 4, "alpha": 8, "target_modules": ["query", "value"]}
+    data["tasks"] = [{"name": "text-matching", "lora": lora, "datasets": data.pop("datasets"), "loss": data.pop("loss")}]
+    result = train(load_recipe(write_recipe(tmp_path / "recipe.yaml", data)))
+    summary = load_summary(result.final_dir)
+    assert list(summary.scores) == ["TinySTS"] and (result.final_dir / "eval" / "summary.md").is_file()
+
+
 def test_recipe_eval_errors_fail_at_load_time(tmp_path, tiny_model_dir):
     data = _recipe_dict(tmp_path, tiny_model_dir, {"tasks": ["TinySTs"], "task_config": ["tiny_tasks.yaml"]})
     path = write_recipe(tmp_path / "recipe.yaml", data)
