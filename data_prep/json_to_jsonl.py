@@ -10,7 +10,7 @@ import json
 import logging
 from pathlib import Path
 
-from embedtrain.data import read_records
+from embedtrain.io.readers import read_records
 
 logger = logging.getLogger("json_to_jsonl")
 

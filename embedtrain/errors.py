@@ -51,6 +51,25 @@ class CheckpointError(LocatedError):
 
 
 def suggest(name: str, choices: Iterable[str]) -> str:
-    """Return a " Did you mean 'x'?" hint for a misspelled ``name`` (empty string if nothing is close)."""
-    matches = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-    return f" Did you mean '{matches[0]}'?" if matches else ""
+    """A `` Did you mean 'x'?`` hint for a misspelled ``name`` ('' when nothing is close).
+
+    Case-insensitive. In order: an exact case-insensitive match, a very close spelling (``files`` for
+    ``file``), a name that starts with ``name`` (at least four characters: ``banking77`` ->
+    ``Banking77Classification``), then a looser spelling match.
+    """
+    by_lower: dict[str, str] = {}
+    for choice in choices:
+        by_lower.setdefault(str(choice).lower(), str(choice))
+    low = str(name).lower()
+    if low in by_lower and by_lower[low] != name:
+        return f" Did you mean '{by_lower[low]}'?"
+    strong = difflib.get_close_matches(low, list(by_lower), n=1, cutoff=0.8)
+    prefixed = sorted(c for c in by_lower if c.startswith(low) and len(low) >= 4 and c != low)[:1]
+    close = strong or prefixed or difflib.get_close_matches(low, list(by_lower), n=1, cutoff=0.6)
+    return f" Did you mean '{by_lower[close[0]]}'?" if close else ""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

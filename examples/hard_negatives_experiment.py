@@ -61,8 +61,8 @@ def build_pairs(data_dir: Path, workdir: Path, min_score: float, max_pairs: int 
 
 
 def mine(args, pairs: Path, corpus: Path, workdir: Path) -> dict:
-    from embedtrain.mining.config import OfflineMiningConfig
     from embedtrain.mining.offline import run_mining
+    from embedtrain.schema.mining import OfflineMiningConfig
 
     cfg = OfflineMiningConfig(model="all-MiniLM-L6-v2", input=str(pairs), output=str(workdir / "mined.jsonl"),
                               corpus=str(corpus), num_negatives=args.num_negatives, candidates=args.candidates,
@@ -98,8 +98,8 @@ def recipe_for(method: str, args, workdir: Path) -> Path:
 
 
 def train(method: str, args, workdir: Path) -> dict:
-    from embedtrain.config import load_recipe
-    from embedtrain.training import train as run_train
+    from embedtrain.schema import load_recipe
+    from embedtrain.api import train as run_train
 
     t = time.perf_counter()
     result = run_train(load_recipe(recipe_for(method, args, workdir)), overwrite=True)

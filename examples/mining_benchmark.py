@@ -35,9 +35,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def bench_search(sizes: list[int], n_queries: int, k: int, dim: int = 384) -> list[dict]:
     """Queries/s of torch (chunked) and faiss top-k over random unit vectors."""
-    from embedtrain.mining.search import top_k
-
     import faiss  # noqa: F401  (imported before timing: the first import takes a while)
+
+    from embedtrain.mining.search import top_k
 
     rng = np.random.default_rng(0)
     queries = rng.standard_normal((n_queries, dim), dtype=np.float32)
@@ -75,9 +75,9 @@ def write_inputs(data_dir: Path, workdir: Path, pairs: int, corpus_size: int) ->
 
 def bench_mining(args, pairs: Path, corpus: Path) -> list[dict]:
     """End-to-end mining with each engine; returns the runs' statistics."""
-    from embedtrain.mining.config import OfflineMiningConfig
     from embedtrain.mining.offline import mine
     from embedtrain.models.resolve import load_model
+    from embedtrain.schema.mining import OfflineMiningConfig
 
     model = load_model("all-MiniLM-L6-v2", device="cpu", max_seq_length=64)
     out = []

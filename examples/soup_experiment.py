@@ -67,9 +67,9 @@ def main() -> None:
     args = parse_args()
     args.out = args.out.resolve()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from embedtrain.config import load_recipe
     from embedtrain.evaluation.runner import evaluate_checkpoint
-    from embedtrain.training import train
+    from embedtrain.schema import load_recipe
+    from embedtrain.api import train
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ For each cell (L layers, D dims) of a small grid, compare the STS score (cosine 
   (``embedtrain export``) and fine-tuned on the first D dims only (``matryoshka`` with ``dims: [D]``;
   plain CoSENT at full width). The full-size cell is the ``plain`` run itself (same recipe).
 
-Every run goes through the real pipeline (recipe YAML -> ``embedtrain.training.train``) with the same
+Every run goes through the real pipeline (recipe YAML -> ``embedtrain.train.train``) with the same
 data, steps, batch size, learning rate and seed (defaults: 100 steps of 8 STSb train pairs, lr 5e-5,
 seed 42). Scores: STSBenchmark test (all 1,379 pairs) and SICK-R (a fixed random sample of
 ``--sickr-pairs`` 2,000 of its 9,927 pairs) from the shared benchmark folder, computed as
@@ -142,8 +142,8 @@ def cross_check(model, scorer: StsScorer, dim: int, expected: float) -> None:
 # -- training ---------------------------------------------------------------------------------------
 def train_model(name: str, start: str | Path, loss: dict, args: argparse.Namespace) -> tuple[Path, float]:
     """Train through a recipe file; returns (final model folder, seconds). Reuses a finished run."""
-    from embedtrain.config import load_recipe
-    from embedtrain.training import train
+    from embedtrain.schema import load_recipe
+    from embedtrain.api import train
 
     run_dir = args.out / "runs" / name
     final = run_dir / "final"

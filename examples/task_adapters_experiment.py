@@ -140,8 +140,8 @@ def main() -> None:
     args.out = args.out.resolve()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from embedtrain.evaluation import evaluate_checkpoint
-    from embedtrain.config import load_recipe
-    from embedtrain.training import train
+    from embedtrain.schema import load_recipe
+    from embedtrain.api import train
 
     args.out.mkdir(parents=True, exist_ok=True)
     results_file = args.out / "results.json"

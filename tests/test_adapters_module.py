@@ -10,12 +10,12 @@ import torch
 from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
 
-from embedtrain.adapters.checkpoint import attach_tasks, is_task_checkpoint, needs_embedtrain_classes
-from embedtrain.adapters.config import LoraSpec, TaskConfig
+from embedtrain.adapters.checkpoint import attach_tasks, is_task_checkpoint
 from embedtrain.adapters.export import export_task
 from embedtrain.adapters.mteb_map import mteb_task_scope
 from embedtrain.errors import CheckpointError
 from embedtrain.models import load_model
+from embedtrain.schema.tasks import LoraSpec, TaskConfig
 
 TEXTS = ["a cat sits on the mat", "the weather is lovely today", "stock prices fell sharply"]
 LORA = LoraSpec(r=4, alpha=8, target_modules=["query", "value"])
@@ -119,7 +119,7 @@ def test_loading_needs_trust_and_refuses_other_custom_code(saved_task_model, tmp
     config = json.loads((path / "config.json").read_text())
     (path / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModel": "x.Y"}}))
     with pytest.raises(CheckpointError, match="auto_map"):
-        needs_embedtrain_classes(path)
+        load_model(path)
 
 
 def test_export_task_equals_encode_with_that_task(saved_task_model, tmp_path):
@@ -196,8 +196,8 @@ def test_eval_cli_scores_sts_with_the_text_matching_adapter(saved_task_model, tm
     """``embedtrain eval`` of a task checkpoint on STSBenchmark equals the score of the exported
     text-matching model (the adapter is routed by MTEB task type), not the base model's."""
     from embedtrain.cli.app import run_app
-    from embedtrain.evaluation.runner import evaluate_checkpoint
     from embedtrain.evaluation.results import load_summary
+    from embedtrain.evaluation.runner import evaluate_checkpoint
 
     _, path = saved_task_model
     run_app(["eval", str(path), "--tasks", "STSBenchmark", "--data-dir", str(shared_data_dir),

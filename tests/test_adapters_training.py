@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import pair_rows, scored_rows, write_recipe, write_rows
 from safetensors.torch import load_file
 
-from embedtrain.adapters.training import prepare_tasks, router_mapping
-from embedtrain.config import load_recipe
+from embedtrain.api import train
 from embedtrain.errors import DataError, RecipeError
 from embedtrain.models import load_model
-from embedtrain.training import train
-
-from helpers import pair_rows, scored_rows, write_recipe, write_rows
+from embedtrain.schema import load_recipe
+from embedtrain.train.tasks import prepare_tasks, router_mapping
 
 LORA = {"r": 4, "alpha": 8, "target_modules": ["query", "value"]}
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
-from embedtrain.config import load_recipe
-from embedtrain.errors import RecipeError
-
 from helpers import pair_rows, write_recipe, write_rows
+
+from embedtrain.errors import RecipeError
+from embedtrain.schema import load_recipe
 
 BASE = """\
 model:

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from embedtrain.data import read_records, to_dataset
 from embedtrain.errors import DataError
+from embedtrain.io.formats import to_dataset
+from embedtrain.io.readers import read_records
 
 
 def test_jsonl_pairs_with_aliases(write_jsonl):
@@ -64,7 +65,7 @@ def test_empty_text_and_bad_score(write_jsonl):
     rows = [{"sentence1": "a", "sentence2": "b", "score": "high"}]
     with pytest.raises(DataError) as info:
         to_dataset(read_records(write_jsonl(rows, "s.jsonl")), "scored_pairs")
-    assert info.value.field == "score" and "expected a number" in str(info.value)
+    assert info.value.field == "score" and "must be a number" in str(info.value)
 
 
 def test_json_list_records_know_their_lines(tmp_path):

@@ -11,14 +11,13 @@ import math
 
 import numpy as np
 import pytest
+from eval_helpers import ANIMALS, PLACES, TINY_TASKS, sts_rows, write_task_config
 from scipy.stats import spearmanr
 from sentence_transformers import SentenceTransformer
 
 from embedtrain.errors import DataError, RecipeError
 from embedtrain.evaluation.runner import evaluate_checkpoint
 from embedtrain.evaluation.tasks import load_task_data, resolve_tasks
-
-from eval_helpers import ANIMALS, PLACES, TINY_TASKS, _jsonl, sts_rows, write_task_config
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:

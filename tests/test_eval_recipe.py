@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from eval_helpers import write_task_config
+from helpers import pair_rows, write_recipe, write_rows
 
-from embedtrain.config import load_recipe
+from embedtrain.api import train
 from embedtrain.errors import DataError, RecipeError
 from embedtrain.evaluation.results import load_summary
 from embedtrain.evaluation.runner import evaluate_checkpoint
-from embedtrain.training import train
-
-from eval_helpers import write_task_config
-from helpers import pair_rows, write_recipe, write_rows
+from embedtrain.schema import load_recipe
 
 
 def _recipe_dict(tmp_path, model_dir, eval_section: dict) -> dict:
@@ -66,22 +65,26 @@ def test_task_adapter_recipe_runs_its_eval_section_too(tmp_path, tiny_model_dir)
     assert list(summary.scores) == ["TinySTS"] and (result.final_dir / "eval" / "summary.md").is_file()
 
 
-def test_recipe_eval_errors_fail_at_load_time(tmp_path, tiny_model_dir):
+def test_recipe_eval_errors_fail_before_training(tmp_path, tiny_model_dir):
+    from embedtrain.api import validate
+
     data = _recipe_dict(tmp_path, tiny_model_dir, {"tasks": ["TinySTs"], "task_config": ["tiny_tasks.yaml"]})
     path = write_recipe(tmp_path / "recipe.yaml", data)
     with pytest.raises(RecipeError) as err:
-        load_recipe(path)
+        validate(path)
     assert "recipe.yaml" in str(err.value) and "eval.tasks" in str(err.value)
     assert "Did you mean 'TinySTS'" in str(err.value)
 
     data["eval"] = {"tasks": ["TinySTS"], "task_config": ["missing.yaml"]}
     with pytest.raises(RecipeError, match=r"task config file not found.*|missing\.yaml"):
-        load_recipe(write_recipe(path, data))
+        validate(write_recipe(path, data))
 
     data["eval"] = {"tasks": ["TinySTS"], "task_config": ["tiny_tasks.yaml"]}
     with (tmp_path / "data" / "sts.jsonl").open("a") as fh:
         fh.write('{"s1": "a", "s2": "b"}\n')
     n = len((tmp_path / "data" / "sts.jsonl").read_text().splitlines())
     with pytest.raises(DataError, match=rf"sts\.jsonl:{n}.*sim"):
-        load_recipe(write_recipe(path, data))
+        validate(write_recipe(path, data))
+    with pytest.raises(DataError, match=rf"sts\.jsonl:{n}.*sim"):
+        train(write_recipe(path, data))
     assert not (tmp_path / "out").exists()  # nothing was trained

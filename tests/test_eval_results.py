@@ -7,14 +7,13 @@ import shutil
 
 import numpy as np
 import pytest
+from eval_helpers import sts_rows, write_task_config
 from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
 from embedtrain.cli import app
 from embedtrain.evaluation.results import load_summary
 from embedtrain.evaluation.runner import evaluate_checkpoint
-
-from eval_helpers import sts_rows, write_task_config
 
 TASKS = ["TinySTS", "TinyRetrieval"]
 
@@ -59,8 +58,8 @@ def test_results_layout_under_the_checkpoint(tmp_path, tiny_model_dir, task_conf
     for task in TASKS:
         s = report.summary.scores[task]
         assert f"| {task} | {s.metric} | {s.value:.2f} |" in summary_md
-    mean = sum(_scores(report).values()) / 2
-    assert f"| **mean** | | **{mean:.2f}** |" in summary_md
+    # one STS and one retrieval task: an nDCG is never averaged with a Spearman correlation
+    assert len(report.summary.means()) == 2 and "**mean" not in summary_md
     assert load_summary(ckpt).scores.keys() == report.summary.scores.keys()  # scores.json read back
 
 
@@ -110,12 +109,29 @@ def test_compare_cli_prints_deltas_and_writes_markdown(tmp_path, tiny_model_fact
         cell = f"{vb:.2f} ({vb - va:+.2f})"
         assert f"| {task} | {va:.2f} | {cell} |" in lines
         assert cell in res.output
-    mean_a, mean_b = sa.mean(), sb.mean()
-    assert f"| **mean (2 tasks)** | {mean_a:.2f} | {mean_b:.2f} ({mean_b - mean_a:+.2f}) |" in lines
+    assert not any("**mean" in line for line in lines)  # different metrics: no mean row
     # compare also accepts eval folders; a folder never evaluated is a clear error
     assert _cli("eval", "--compare", a / "eval", b / "eval").exit_code == 0
     with pytest.raises(Exception, match="run `embedtrain eval` on it first"):
         _cli("eval", "--compare", a, tmp_path)
+
+
+def test_means_are_per_metric_never_across_metrics():
+    from embedtrain.evaluation.compare import compare
+    from embedtrain.evaluation.results import EvalSummary, TaskScore, markdown_table
+
+    def summary(label, sts12, sts13, scifact):
+        scores = {"STS12": TaskScore("STS12", "cosine_spearman", sts12),
+                  "STS13": TaskScore("STS13", "cosine_spearman", sts13),
+                  "SciFact": TaskScore("SciFact", "ndcg_at_10", scifact)}
+        return EvalSummary(label, label, "f" * 12, scores)
+
+    a, b = summary("a", 70.0, 80.0, 60.0), summary("b", 72.0, 81.0, 50.0)
+    assert a.means() == {"cosine_spearman": 75.0, "ndcg_at_10": 60.0} and a.mean() is None
+    assert "| **mean (2 tasks)** | cosine_spearman | **75.00** |" in markdown_table(a)
+    comparison = compare([a, b])
+    assert [(m.task, m.values) for m in comparison.means] == [("mean cosine_spearman (2 tasks)", [75.0, 76.5])]
+    assert "| **mean cosine_spearman (2 tasks)** | 75.00 | 76.50 (+1.50) |" in comparison.markdown()
 
 
 def _model_with_strong_last_layer(src, dst):
@@ -150,7 +166,7 @@ def test_grid_dims_layers_writes_table_png_and_full_cell_is_plain_score(tmp_path
     for task in TASKS:
         assert set(cells[task]) == {(1, 8), (1, 32), (2, 8), (2, 32)}
         assert cells[task][(2, 32)] == plain.scores[task].value  # untruncated cell = the plain run
-    assert cells["mean"][(2, 32)] == pytest.approx(plain.mean())
+    assert "mean" not in cells  # the two tasks report different metrics, which are never averaged
 
     # a truncated cell is the score of the truncated model (first layer, first 8 dims)
     rows = sts_rows()

@@ -147,7 +147,7 @@ def test_gist_takes_several_negative_columns_like_cached_gist(model, guide):
 
 
 def test_gist_recipe_factories_resolve_the_guide(tiny_model_dir, tmp_path, model):
-    from embedtrain.config.recipe import LossConfig
+    from embedtrain.schema import LossConfig
 
     ctx = LossContext(base_dir=tiny_model_dir.parent, data_format="hard_negatives")
     loss = build_loss(LossConfig(name="gist", params={"guide": tiny_model_dir.name, "margin": 0.1}), model, ctx)
@@ -157,7 +157,9 @@ def test_gist_recipe_factories_resolve_the_guide(tiny_model_dir, tmp_path, model
                                                                "mini_batch_size": 4}), model, ctx)
     assert cached.mini_batch_size == 4
     assert cached(_features(model, ANCHORS, POSITIVES, NEG1, NEG2), torch.zeros(3)).item() > 0
-    check_loss_config(LossConfig(name="gist", params={"guide": "x"}), "pairs", ctx)
+    check_loss_config(LossConfig(name="gist", params={"guide": tiny_model_dir.name}), "pairs", ctx)
+    with pytest.raises(CheckpointError, match="loss.params.guide"):  # validate finds a missing guide, no model loaded
+        check_loss_config(LossConfig(name="gist", params={"guide": "no/such/model"}), "pairs", ctx)
     with pytest.raises(CheckpointError, match="loss.params.guide"):
         build_loss(LossConfig(name="gist", params={"guide": "no/such/model"}), model, ctx)
     with pytest.raises(RecipeError, match="margin_strategy"):

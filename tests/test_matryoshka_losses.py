@@ -8,11 +8,11 @@ import pytest
 import torch
 from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
 
-from embedtrain.config.recipe import LossConfig
 from embedtrain.errors import RecipeError
 from embedtrain.losses import LossContext, build_loss
-from embedtrain.losses.matryoshka import TwoDPicker
+from embedtrain.losses.matryoshka2d import TwoDPicker
 from embedtrain.models.resolve import load_model
+from embedtrain.schema import LossConfig
 
 ANCHORS = ["a cat sits on the mat", "the stock market fell", "rain is expected today", "he plays the guitar"]
 POSITIVES = ["a kitten rests on a rug", "shares dropped sharply", "showers in the forecast", "he strums a guitar"]

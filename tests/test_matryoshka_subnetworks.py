@@ -6,10 +6,14 @@ import pytest
 import torch
 
 from embedtrain.models.resolve import load_model
-from embedtrain.models.subnetwork_pairs import default_dims, default_layers, default_pairs, validate_pairs
-from embedtrain.models.subnetworks import SubnetworkEmbedder
-from embedtrain.models.truncate import first_layers
-from embedtrain.models.truncate import num_layers, truncated_copy
+from embedtrain.models.subnetworks import (
+    SubnetworkEmbedder,
+    default_dims,
+    default_layers,
+    default_pairs,
+    validate_pairs,
+)
+from embedtrain.models.truncate import first_layers, num_layers, truncated_copy
 
 SENTENCES = ["a cat sits on the mat", "the stock market fell sharply today", "hello"]
 

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from embedtrain.errors import CheckpointError, RecipeError
-from embedtrain.mining.config import DynamicMiningConfig
 from embedtrain.mining.dynamic import DynamicMiner, Retriever, is_easy
 from embedtrain.mining.table import ROW_COLUMN, NegativeTable
+from embedtrain.schema.mining import DynamicMiningConfig
 
 
 def make_table(rows: int = 4, n: int = 2, candidates: int = 4) -> NegativeTable:
@@ -239,9 +239,9 @@ def _recipe(tmp_path, model_dir, dynamic: dict, **training):
 
 
 def test_training_refreshes_negatives_saves_state_and_resumes(tiny_model_dir, tmp_path):
-    from embedtrain.config import load_recipe
+    from embedtrain.api import train
     from embedtrain.mining.dynamic import DynamicMiningCallback
-    from embedtrain.training import train
+    from embedtrain.schema import load_recipe
 
     _hn_file(tmp_path)
     # easy_ratio tiny + easy_abs > 1: every re-scored row counts as easy, so refreshes must happen
@@ -278,8 +278,8 @@ def test_training_refreshes_negatives_saves_state_and_resumes(tiny_model_dir, tm
 
 
 def test_recipe_errors_name_the_mining_section(tiny_model_dir, tmp_path):
-    from embedtrain.config import load_recipe
-    from embedtrain.training import train
+    from embedtrain.api import train
+    from embedtrain.schema import load_recipe
 
     _hn_file(tmp_path, candidates=0)
     with pytest.raises(RecipeError, match="candidates") as err:
@@ -293,9 +293,9 @@ def test_recipe_errors_name_the_mining_section(tiny_model_dir, tmp_path):
 
 def test_initial_scores_can_come_from_the_mined_file(tiny_model_dir, tmp_path):
     """initial_from: file reads each row's mean negative score and skips the start-of-training scoring pass."""
-    from embedtrain.config import load_recipe
-    from embedtrain.mining.attach import attach_dynamic_mining
-    from embedtrain.training.prepare import prepare_data
+    from embedtrain.mining.attach import attach_dynamic_mining, build_miners
+    from embedtrain.schema import load_recipe
+    from embedtrain.train.prepare import prepare_contrastive
 
     path = tmp_path / "hn.jsonl"
     with path.open("w") as fh:
@@ -304,9 +304,9 @@ def test_initial_scores_can_come_from_the_mined_file(tiny_model_dir, tmp_path):
                                  "negatives": [{"text": f"n {i} {j}", "score": 0.1 * i + 0.2 * j} for j in range(2)],
                                  "candidates": [f"c {i} {j}" for j in range(2)]}) + "\n")
     recipe = load_recipe(_recipe(tmp_path, tiny_model_dir, {"every_steps": 2, "initial_from": "file"}))
-    prepared = prepare_data(recipe)
+    prepared = prepare_contrastive(recipe)
     datasets = {p.config.name: p.dataset for p in prepared}
-    [callback] = attach_dynamic_mining(recipe, prepared, datasets, None)
+    [callback] = attach_dynamic_mining(build_miners(recipe, prepared), datasets, None)
     [miner] = callback.miners
     scores = ScriptedScores({})  # any model scoring would raise KeyError
     miner.scorer_factory = scores
@@ -318,9 +318,9 @@ def test_initial_scores_can_come_from_the_mined_file(tiny_model_dir, tmp_path):
         for i in range(4):
             fh.write(json.dumps({"anchor": f"q {i}", "positive": f"p {i}", "negatives": [f"n {i} 0", f"n {i} 1"],
                                  "candidates": [f"c {i}"]}) + "\n")
-    prepared = prepare_data(recipe)
+    prepared = prepare_contrastive(recipe)
     with pytest.raises(RecipeError, match="initial_from: file needs a numeric 'score'") as err:
-        attach_dynamic_mining(recipe, prepared, {p.config.name: p.dataset for p in prepared}, None)
+        build_miners(recipe, prepared)
     assert err.value.field == "datasets[0].mining.dynamic.initial_from"
 
 

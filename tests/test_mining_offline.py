@@ -8,12 +8,13 @@ import math
 import numpy as np
 import pytest
 
-from embedtrain.data import read_records, to_dataset
 from embedtrain.errors import DataError
-from embedtrain.mining.config import NegativeFilter, OfflineMiningConfig
+from embedtrain.io.formats import to_dataset
+from embedtrain.io.readers import read_records
 from embedtrain.mining.filtering import FilterCounts, select_negatives
 from embedtrain.mining.offline import mine, run_mining
 from embedtrain.mining.search import top_k
+from embedtrain.schema.mining import NegativeFilter, OfflineMiningConfig
 
 
 class AngleModel:

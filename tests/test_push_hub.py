@@ -145,8 +145,8 @@ def test_push_cli_dry_run_with_token_option(checkpoint, tmp_path, capsys, caplog
 
 def test_card_of_a_task_adapter_soup(tmp_path, tiny_model_dir):
     from embedtrain.adapters.checkpoint import attach_tasks
-    from embedtrain.adapters.config import LoraSpec, TaskConfig
     from embedtrain.models import load_model
+    from embedtrain.schema.tasks import LoraSpec, TaskConfig
 
     model = load_model(tiny_model_dir, device="cpu")
     attach_tasks(model, [TaskConfig(name="retrieval.query", prompt="query: ", lora=LoraSpec(r=2)),

@@ -9,11 +9,10 @@ import subprocess
 import sys
 
 import pytest
-
-from embedtrain.config import load_recipe
-from embedtrain.training import train
-
 from helpers import pair_rows, write_recipe, write_rows
+
+from embedtrain.api import train
+from embedtrain.schema import load_recipe
 
 SCRIPTS = os.path.join(os.path.dirname(__file__), "dist_scripts")
 

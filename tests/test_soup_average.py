@@ -122,7 +122,7 @@ def test_greedy_keeps_helpful_and_rejects_harmful_ingredients(three):
 
 def _task_checkpoint(base, path, seed):
     from embedtrain.adapters.checkpoint import attach_tasks
-    from embedtrain.adapters.config import LoraSpec, TaskConfig
+    from embedtrain.schema.tasks import LoraSpec, TaskConfig
 
     model = load_model(base, device="cpu")
     lora = LoraSpec(r=2 + seed % 2, alpha=4, target_modules=["query", "value"])

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from embedtrain.config.recipe import LossConfig
 from embedtrain.errors import RecipeError
 from embedtrain.losses import LossContext, build_loss
-from embedtrain.losses.subnetwork import SubnetworkLoss, similarity_kl
+from embedtrain.losses.subnetwork_loss import SubnetworkLoss, similarity_kl
 from embedtrain.models.resolve import load_model
+from embedtrain.schema import LossConfig
 
 ANCHORS = ["a cat sits on the mat", "the stock market fell", "rain is expected today", "he plays the guitar"]
 POSITIVES = ["a kitten rests on a rug", "shares dropped sharply", "showers in the forecast", "he strums a guitar"]

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import write_recipe, write_rows
 from sentence_transformers import SentenceTransformer
 
+from embedtrain.api import train
 from embedtrain.cli.app import run_app
 from embedtrain.errors import DataError, RecipeError
 from embedtrain.models.mlm_head import mlm_head_parts, sliced_mlm_logits
-from embedtrain.training.smae import SubnetworkMLMObjective, build_mlm_model, train_smae
-from embedtrain.training.smae_recipe import is_smae_recipe, load_smae_recipe
-
-from helpers import write_recipe, write_rows
-
+from embedtrain.schema import SmaeRecipe, load_recipe
+from embedtrain.schema.recipe import recipe_stage
+from embedtrain.train.smae import SubnetworkMLMObjective, build_mlm_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -60,10 +60,11 @@ def test_objective_scores_every_pair_and_reaches_the_right_layers(tiny4):
 
 
 def test_smae_stage_trains_and_writes_a_checkpoint_for_the_next_recipe(tmp_path, tiny4):
-    recipe = load_smae_recipe(smae_recipe(tmp_path, tiny4))
-    result = train_smae(recipe)
-    assert result.global_step == 3 and set(result.pair_losses) == {(1, 8), (2, 16), (4, 32)}
-    assert all(torch.isfinite(torch.tensor(v)) for v in result.pair_losses.values())
+    recipe = load_recipe(smae_recipe(tmp_path, tiny4))
+    result = train(recipe)
+    pair_losses = result.details["pair_losses"]
+    assert result.global_step == 3 and set(pair_losses) == {(1, 8), (2, 16), (4, 32)}
+    assert all(torch.isfinite(torch.tensor(v)) for v in pair_losses.values())
     trained = SentenceTransformer(str(result.final_dir), device="cpu")
     start = SentenceTransformer(str(tiny4), device="cpu")
     assert trained.encode(["a cat"]).shape == (1, 32)
@@ -84,12 +85,14 @@ def test_smae_recipe_through_the_cli(tmp_path, tiny4, capsys):
     assert info.value.code == 2
 
 
-def test_is_smae_recipe(tmp_path, tiny4):
+def test_stage_selects_the_recipe_kind(tmp_path, tiny4):
     path = smae_recipe(tmp_path, tiny4)
-    assert is_smae_recipe(path)
-    assert not is_smae_recipe(path, ["stage=other"])
-    write_recipe(tmp_path / "plain.yaml", {"model": {}, "output_dir": "x"})
-    assert not is_smae_recipe(tmp_path / "plain.yaml")
+    assert isinstance(load_recipe(path), SmaeRecipe)
+    with pytest.raises(RecipeError, match="unknown stage 'other'") as info:
+        load_recipe(path, ["stage=other"])
+    assert info.value.field == "stage (from --set 'stage=other')"
+    assert recipe_stage({"model": {}, "output_dir": "x"}) == "contrastive"  # recipes written before 'stage'
+    assert recipe_stage({"tasks": [], "output_dir": "x"}) == "tasks"
 
 
 @pytest.mark.parametrize(("extra", "field", "message"), [
@@ -103,7 +106,7 @@ def test_is_smae_recipe(tmp_path, tiny4):
 def test_smae_recipe_errors_name_the_field(tmp_path, tiny4, extra, field, message):
     path = smae_recipe(tmp_path, tiny4, **extra)
     with pytest.raises(RecipeError, match=message) as info:
-        train_smae(load_smae_recipe(path))
+        train(path)
     assert info.value.field == field and info.value.line is not None
 
 
@@ -111,4 +114,4 @@ def test_smae_text_column_missing_is_a_data_error(tmp_path, tiny4):
     path = smae_recipe(tmp_path, tiny4)
     write_rows(tmp_path / "texts.jsonl", [{"title": "no text column here"}])
     with pytest.raises(DataError, match="missing column for 'text'"):
-        train_smae(load_smae_recipe(path))
+        train(path)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import write_recipe, write_rows
 from sentence_transformers import SentenceTransformer
 
-from embedtrain.config import load_recipe
+from embedtrain.api import train
 from embedtrain.errors import RecipeError
-from embedtrain.training import train
-
-from helpers import write_recipe, write_rows
-
+from embedtrain.schema import load_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -54,7 +52,7 @@ def test_recipe_pair_errors_name_the_loss_line(tmp_path, tiny_model_factory):
     with pytest.raises(RecipeError, match="layer 6 is outside 1..4") as info:
         train(recipe)
     lines = (tmp_path / "recipe.yaml").read_text().splitlines()
-    assert lines[info.value.line - 1].startswith("loss:") and info.value.field == "loss.params.pairs"
+    assert lines[info.value.line - 1].strip().startswith("pairs:") and info.value.field == "loss.params.pairs"
 
 
 def test_wrapper_without_inner_is_rejected_before_training(tmp_path, tiny_model_factory):

@@ -6,15 +6,14 @@ import json
 
 import pytest
 import torch
+from helpers import pair_rows, scored_rows, write_recipe, write_rows
 from sentence_transformers import SentenceTransformer
 
-from embedtrain.config import load_recipe
+from embedtrain.api import train
 from embedtrain.errors import CheckpointError, RecipeError
 from embedtrain.losses import LOSSES, register_loss
-from embedtrain.losses.contrastive import mnrl
-from embedtrain.training import train
-
-from helpers import pair_rows, scored_rows, write_recipe, write_rows
+from embedtrain.losses.mnrl import MultipleNegativesRankingLoss
+from embedtrain.schema import load_recipe
 
 RECORDED: list[dict] = []
 
@@ -35,7 +34,7 @@ class _Recording(torch.nn.Module):
 if "recording_mnrl" not in LOSSES:
     @register_loss("recording_mnrl", formats={"pairs", "triplets"}, description="test: records batches")
     def _recording_mnrl(model, ctx):
-        return _Recording(mnrl(model, ctx))
+        return _Recording(MultipleNegativesRankingLoss(model))
 
 
 def _recipe(tmp_path, model_dir, **extra):

@@ -14,10 +14,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from embedtrain.adapters.checkpoint import require_task_module
-from embedtrain.adapters.module import save_base
+from embedtrain.adapters.module import require_task_module, save_base
 from embedtrain.errors import CheckpointError
-from embedtrain.training.checkpoints import RECIPE_FILE
+from embedtrain.io.checkpoints import RECIPE_FILE, atomic_save, check_new_dir
 
 logger = logging.getLogger(__name__)
 
@@ -55,21 +54,22 @@ def merged_model(model, task: str, *, where: str | Path | None = None):
                                device=str(model.device))
 
 
-def export_task(checkpoint: str | Path, task: str, out: str | Path, *, overwrite: bool = False) -> Path:
+def export_task(checkpoint: str | Path, task: str, out: str | Path, *, overwrite: bool = False,
+                trust_remote_code: bool = False) -> Path:
     """Write ``task`` of the task checkpoint at ``checkpoint`` to ``out`` as a plain model; return ``out``."""
-    from embedtrain.models.resolve import load_model
+    from embedtrain.models.resolve import load_model, resolve_model_path
 
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise CheckpointError("output folder exists and is not empty (pass --overwrite)", file=out)
-    model = load_model(checkpoint)
+    out = check_new_dir(out, overwrite=overwrite, protect=(resolve_model_path(checkpoint),))
+    model = load_model(checkpoint, trust_remote_code=trust_remote_code)
     exported = merged_model(model, task, where=checkpoint)
-    if out.exists():
-        shutil.rmtree(out)
-    exported.save(str(out))
-    for name in PROVENANCE_FILES:
-        src = Path(checkpoint) / name
-        if src.is_file():
-            shutil.copy2(src, out / name)
+
+    def write(folder: str) -> None:
+        exported.save(folder)
+        for name in PROVENANCE_FILES:
+            src = Path(checkpoint) / name
+            if src.is_file():
+                shutil.copy2(src, Path(folder) / name)
+
+    atomic_save(write, out)
     logger.info("exported task '%s' of %s to %s", task, checkpoint, out)
     return out

@@ -20,12 +20,10 @@ Checkpoint layout (the folder of this module, normally the model root)::
     task_adapters.json                  tasks, their adapter and prompt, aliases, default task
     adapters/<adapter>/adapter_config.json + adapter_model.safetensors   (standard peft format)
 
-``modules.json`` names this class (``embedtrain.adapters.module.TaskAdapterTransformer``); since
-sentence-transformers 6 only imports classes outside its own namespace with
-``trust_remote_code=True``, load such checkpoints with :func:`embedtrain.adapters.load_task_model`
-(or :func:`embedtrain.models.load_model`), which checks that nothing but sentence-transformers and
-this class is referenced before passing that flag. No code is ever fetched: the class comes from the
-installed embedtrain package.
+``modules.json`` names this class (``embedtrain.adapters.module.TaskAdapterTransformer``). Plain
+``SentenceTransformer(path)`` imports classes outside its own namespace only with ``trust_remote_code=True``;
+:func:`embedtrain.models.load_model` loads such checkpoints without that flag by handing this (installed)
+class to sentence-transformers directly (:mod:`embedtrain.models.trust`). No code is ever fetched.
 """
 
 from __future__ import annotations
@@ -43,7 +41,8 @@ import torch
 from sentence_transformers.base.modules import Transformer
 from sentence_transformers.util import load_dir_path
 
-from embedtrain.adapters.config import TaskAdaptersFile, TaskRoute
+from embedtrain.errors import CheckpointError
+from embedtrain.schema.tasks import TaskAdaptersFile, TaskRoute
 
 logger = logging.getLogger(__name__)
 
@@ -343,3 +342,18 @@ def save_base(module: Transformer, output_path: str, state: dict[str, torch.Tens
     """Save ``module``'s HF config plus ``state`` as an ordinary (adapter-free) transformers checkpoint."""
     with _saving_as_plain_model(module.model):
         module.model.save_pretrained(output_path, state_dict=state, safe_serialization=safe_serialization)
+
+
+def task_module(model) -> TaskAdapterTransformer | None:
+    """The task-adapter module of a SentenceTransformer (None for an ordinary model)."""
+    first = model[0]
+    return first if isinstance(first, TaskAdapterTransformer) else None
+
+
+def require_task_module(model, where: str | Path | None = None) -> TaskAdapterTransformer:
+    """The task-adapter module of ``model``; a :class:`CheckpointError` for an ordinary model."""
+    module = task_module(model)
+    if module is None:
+        raise CheckpointError("not a task-adapter model (its first module is "
+                              f"{type(model[0]).__name__}, not TaskAdapterTransformer)", file=where)
+    return module

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from embedtrain.adapters.config import TaskConfig
+    from embedtrain.schema.tasks import TaskConfig
 
 #: MTEB task type (or type:side) -> jina-embeddings-v3 task name.
 DEFAULT_MTEB_MAP: dict[str, str] = {
@@ -77,7 +77,7 @@ def mteb_task_scope(model, task: Any, mapping: dict[str, str] | None = None) -> 
 
     A no-op for models without task adapters and for unmapped types.
     """
-    from embedtrain.adapters.checkpoint import task_module
+    from embedtrain.adapters.module import task_module
 
     module = task_module(model)
     if module is None:

@@ -1,10 +1,18 @@
-"""Command-line interface (typer). Each command lives in its own ``*_cmd`` module."""
+"""Command-line interface (typer): parses arguments, calls :mod:`embedtrain.api`, prints the result.
 
-from embedtrain.cli import train_cmd  # noqa: F401  (registers commands)
-from embedtrain.cli import export_cmd  # noqa: F401
-from embedtrain.cli import mine_cmd  # noqa: F401
-from embedtrain.cli import eval_cmd  # noqa: F401
-from embedtrain.cli import adapters_cmd, push_cmd, soup_cmd  # noqa: F401
+One module per command group; every command module registers its commands on :data:`app` when imported.
+"""
+
+from embedtrain.cli import (  # noqa: F401
+    adapters_cmd,
+    env_cmd,
+    eval_cmd,
+    export_cmd,
+    mine_cmd,
+    push_cmd,
+    soup_cmd,
+    train_cmd,  # noqa: F401
+)
 from embedtrain.cli.app import app, run_app
 
 
@@ -13,4 +21,4 @@ def main() -> None:
     run_app()
 
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "run_app"]

@@ -9,6 +9,8 @@ from rich.table import Table
 
 from embedtrain.cli.app import app, out
 
+TRUST = typer.Option(False, "--trust-remote-code", help="Allow the checkpoint folder to run its own code.")
+
 
 @app.command("export-task")
 def export_task(
@@ -16,28 +18,26 @@ def export_task(
     output: Path = typer.Argument(..., help="Folder to write the plain model to."),
     task: str = typer.Option(..., "--task", help="Task (or alias) whose adapter is merged into the base."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it already holds files."),
+    trust_remote_code: bool = TRUST,
 ) -> None:
     """Merge one task's LoRA adapter into the base: OUTPUT is an ordinary sentence-transformers model."""
-    from embedtrain.adapters.export import export_task as run_export
+    from embedtrain import api
 
-    result = run_export(checkpoint, task, output, overwrite=overwrite)
+    result = api.export_task(checkpoint, output, task=task, overwrite=overwrite, trust_remote_code=trust_remote_code)
     out.print(f"exported task '{task}' of {checkpoint} to {result}")
 
 
 @app.command("tasks")
-def list_tasks(checkpoint: Path = typer.Argument(..., help="Task-adapter checkpoint folder.")) -> None:
+def list_tasks(checkpoint: Path = typer.Argument(..., help="Task-adapter checkpoint folder."),
+               trust_remote_code: bool = TRUST) -> None:
     """List the tasks, adapters, prompts and MTEB mapping of a task-adapter checkpoint."""
-    from embedtrain.adapters.checkpoint import require_task_module
-    from embedtrain.models.resolve import load_model
+    from embedtrain import api
 
-    module = require_task_module(load_model(checkpoint, device="cpu"), checkpoint)
     table = Table(title=f"tasks of {checkpoint}")
     for col in ("task", "adapter", "rank", "prompt", "aliases", "MTEB types"):
         table.add_column(col)
-    for name, route in module.routes.items():
-        rank = str(module.model.peft_config[route.adapter].r) if route.adapter else "-"
-        aliases = ", ".join(a for a, t in module.aliases.items() if t == name)
-        kinds = ", ".join(k for k, t in module.mteb_map.items() if t == name)
-        table.add_row(name, route.adapter or "(base)", rank, repr(route.prompt) if route.prompt else "-",
-                      aliases or "-", kinds or "-")
+    for row in api.tasks(checkpoint, trust_remote_code=trust_remote_code):
+        table.add_row(row.task, row.adapter or "(base)", str(row.rank) if row.rank else "-",
+                      repr(row.prompt) if row.prompt else "-", ", ".join(row.aliases) or "-",
+                      ", ".join(row.mteb_types) or "-")
     out.print(table)

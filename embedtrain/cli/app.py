@@ -1,4 +1,4 @@
-"""The typer application object and shared CLI plumbing (logging, error printing)."""
+"""The typer application object and shared CLI plumbing (logging, error printing, usage errors)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from embedtrain.errors import EmbedtrainError
 
@@ -34,23 +35,28 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debu
     setup_logging(verbose)
 
 
-def run_app(argv: list[str] | None = None) -> None:
-    """Entry point: run the app, printing :class:`EmbedtrainError` as one red line with exit code 2."""
+def int_list(value: str | None, option: str) -> list[int] | None:
+    """``"32,64,128"`` -> ``[32, 64, 128]``; anything else is a usage error naming ``option``."""
+    if not value:
+        return None
     try:
-        app(args=argv, standalone_mode=False)
-    except EmbedtrainError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except SystemExit:
-        raise
-    except Exception as exc:  # click usage errors come through here in non-standalone mode
-        import click
+        numbers = [int(v) for v in value.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers such as 32,64,128, got '{value}'",
+                                 param_hint=option) from None
+    if any(n < 1 for n in numbers):
+        raise typer.BadParameter(f"values must be positive, got '{value}'", param_hint=option)
+    return numbers or None
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
+
+def run_app(argv: list[str] | None = None) -> None:
+    """Entry point. Usage mistakes get click's short usage message and exit code 2; an
+    :class:`EmbedtrainError` (a bad recipe, data row, checkpoint...) is one red line, also exit code 2."""
+    try:
+        app(args=argv, prog_name="embedtrain", standalone_mode=True)
+    except EmbedtrainError as exc:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except SystemExit as exc:  # click ends every standalone run with sys.exit; success returns normally
+        if exc.code not in (0, None):
+            raise

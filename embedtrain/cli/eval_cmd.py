@@ -8,20 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from embedtrain.cli.app import app, out
-
-
-def _int_list(value: str | None, option: str) -> list[int] | None:
-    if not value:
-        return None
-    try:
-        numbers = [int(v) for v in value.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise typer.BadParameter(f"expected comma-separated integers such as 32,64,128, got '{value}'",
-                                 param_hint=option) from None
-    if any(n < 1 for n in numbers):
-        raise typer.BadParameter(f"values must be positive, got '{value}'", param_hint=option)
-    return numbers or None
+from embedtrain.cli.app import app, int_list, out
 
 
 def _quiet_mteb() -> None:
@@ -52,6 +39,8 @@ def eval_command(
     device: str = typer.Option(None, "--device", help="Torch device (default: automatic)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
     list_tasks: bool = typer.Option(False, "--list-tasks", help="List the local tasks and exit."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
+                                           help="Allow the model folder to run its own code (off by default)."),
 ) -> None:
     """Evaluate CHECKPOINT on MTEB tasks from local files (no downloads) and save mteb JSON + a summary."""
     if list_tasks:
@@ -66,22 +55,21 @@ def eval_command(
         raise typer.BadParameter("evaluate one checkpoint at a time (use --compare to compare several)",
                                  param_hint="CHECKPOINT")
     _quiet_mteb()
-    from embedtrain.evaluation.runner import evaluate_checkpoint
-    from embedtrain.evaluation.tasks import split_task_names
+    from embedtrain import api
 
-    report = evaluate_checkpoint(
-        checkpoints[0], tasks=split_task_names(tasks) or None, data_dir=data_dir, task_configs=task_config or [],
-        output=output, batch_size=batch_size, dims=_int_list(dims, "--dims"), layers=_int_list(layers, "--layers"),
-        online=online, reuse=reuse, show_progress=not no_progress, device=device,
-    )
+    report = api.evaluate(
+        checkpoints[0], tasks=tasks, data_dir=data_dir, task_configs=task_config or [], output=output,
+        batch_size=batch_size, dims=int_list(dims, "--dims"), layers=int_list(layers, "--layers"), online=online,
+        reuse=reuse, show_progress=not no_progress, device=device, trust_remote_code=trust_remote_code)
     table = Table(title=f"{report.summary.label} (weights {report.summary.fingerprint})")
     for col, justify in (("task", "left"), ("metric", "left"), ("score", "right")):
         table.add_column(col, justify=justify)
     for score in report.summary.scores.values():
         table.add_row(score.task, score.metric, f"{score.value:.2f}")
-    mean = report.summary.mean()
-    if mean is not None and len(report.summary.scores) > 1:
-        table.add_row("mean", "", f"{mean:.2f}", style="bold")
+    for metric, value in report.summary.means().items():
+        n = sum(1 for s in report.summary.scores.values() if s.metric == metric)
+        if n > 1:
+            table.add_row(f"mean ({n} tasks)", metric, f"{value:.2f}", style="bold")
     out.print(table)
     if report.grid is not None:
         _print_grid(report.grid)
@@ -89,36 +77,32 @@ def eval_command(
 
 
 def _print_grid(grid) -> None:
-    from embedtrain.evaluation.grid import MEAN
-
-    key = MEAN if len(grid.tasks) > 1 else grid.tasks[0]
-    table = Table(title=f"{'mean score' if key == MEAN else key} by layers (rows) x dims (columns)")
-    table.add_column("layers", justify="right")
-    for d in grid.dims:
-        table.add_column(str(d), justify="right")
-    for n in grid.layers:
-        table.add_row(str(n), *(f"{grid.scores[key][(n, d)]:.2f}" for d in grid.dims))
-    out.print(table)
+    for key in grid.summary_keys:
+        title = "mean score" if key not in grid.tasks else f"{key} ({grid.metrics[key]})"
+        table = Table(title=f"{title} by layers (rows) x dims (columns)")
+        table.add_column("layers", justify="right")
+        for d in grid.dims:
+            table.add_column(str(d), justify="right")
+        for n in grid.layers:
+            table.add_row(str(n), *(f"{grid.scores[key][(n, d)]:.2f}" for d in grid.dims))
+        out.print(table)
 
 
 def _compare(paths: list[str], output: Path | None) -> None:
-    from embedtrain.evaluation.compare import compare, format_cell
-    from embedtrain.evaluation.results import load_summary
+    from embedtrain import api
 
     if len(paths) < 2:
         raise typer.BadParameter("--compare needs at least two checkpoints or evaluation folders",
                                  param_hint="CHECKPOINT")
-    comparison = compare([load_summary(p) for p in paths])
+    comparison = api.compare(paths)
     table = Table(title="MTEB main scores x 100 (delta vs the first)")
     table.add_column("task")
     for i, label in enumerate(comparison.labels):
         table.add_column(label if i == 0 else f"{label} (Δ)", justify="right")
     for row in comparison.rows:
-        table.add_row(row.task, *(format_cell(v, d, i) for i, (v, d) in enumerate(zip(row.values, row.deltas))))
-    if comparison.mean is not None:
-        m = comparison.mean
-        table.add_row(m.task, *(format_cell(v, d, i) for i, (v, d) in enumerate(zip(m.values, m.deltas))),
-                      style="bold")
+        table.add_row(row.task, *row.cells())
+    for row in comparison.means:
+        table.add_row(row.task, *row.cells(), style="bold")
     out.print(table)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -127,12 +111,12 @@ def _compare(paths: list[str], output: Path | None) -> None:
 
 
 def _print_tasks(task_configs: list[Path]) -> None:
-    from embedtrain.evaluation.tasks import load_definitions
+    from embedtrain import api
 
     table = Table(title="local evaluation tasks")
     for col in ("name", "MTEB task / type", "data", "defined in"):
         table.add_column(col)
-    for name, defn in sorted(load_definitions(task_configs).items()):
+    for name, defn in sorted(api.eval_tasks(task_configs).items()):
         spec = defn.spec
         data = spec.beir_dir + "/ (BEIR)" if spec.beir_dir else ", ".join(f"{k}: {v}" for k, v in spec.files.items())
         table.add_row(name, spec.mteb_task or spec.type or "", data, defn.where)

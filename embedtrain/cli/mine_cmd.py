@@ -1,76 +1,28 @@
-"""``embedtrain mine``: offline hard-negative mining into a ``hard_negatives`` file."""
+"""``embedtrain mine``: offline hard-negative mining into a ``hard_negatives`` file.
+
+The options are generated from :class:`~embedtrain.schema.mining.OfflineMiningConfig` (one ``--flag`` per
+field), so the command, ``data_prep/mine_hard_negatives.py`` and the config always agree.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import typer
-from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from embedtrain.cli.app import app, console, out
-from embedtrain.errors import RecipeError
+from embedtrain.cli.options import options_command
+from embedtrain.schema.mining import OfflineMiningConfig, parse_column_map
 
 
-@app.command()
-def mine(
-    model: str = typer.Option(..., "--model", help="Model folder or packaged short name (all-MiniLM-L6-v2)."),
-    input: Path = typer.Option(..., "--input", help="(anchor, positive) pairs: jsonl / json / parquet / csv."),
-    output: Path = typer.Option(..., "--output", help="Mined file to write (.jsonl or .parquet)."),
-    corpus: Path = typer.Option(None, "--corpus", help="Extra documents (.txt lines or a table with --corpus-column)."),
-    corpus_column: str = typer.Option("text", "--corpus-column", help="Text column of the corpus file."),
-    column: list[str] = typer.Option(None, "--column", help="Map a role to a column: --column anchor=question"),
-    num_negatives: int = typer.Option(5, "--num-negatives", help="Negatives per pair."),
-    candidates: int = typer.Option(0, "--candidates", help="Extra ranked candidates to keep (dynamic mining)."),
-    range_min: int = typer.Option(0, "--range-min", help="Skip this many top-ranked non-positive documents."),
-    range_max: int = typer.Option(100, "--range-max", help="Consider documents ranked below this."),
-    absolute_margin: float = typer.Option(None, "--absolute-margin", help="Drop if score > positive - margin."),
-    relative_margin: float = typer.Option(None, "--relative-margin",
-                                          help="Drop if score > positive - |positive| * margin (e.g. 0.05)."),
-    max_score: float = typer.Option(None, "--max-score", help="Drop candidates scoring above this."),
-    min_score: float = typer.Option(None, "--min-score", help="Drop candidates scoring below this."),
-    faiss: bool = typer.Option(False, "--faiss", help="Search with a faiss flat index instead of torch."),
-    cross_encoder: str = typer.Option(None, "--cross-encoder", help="CrossEncoder folder to rescore candidates."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Encoding batch size."),
-    query_chunk_size: int = typer.Option(1024, "--query-chunk-size", help="Queries per search block."),
-    corpus_chunk_size: int = typer.Option(65536, "--corpus-chunk-size", help="Documents per search block."),
-    query_prompt: str = typer.Option(None, "--query-prompt", help="Text prepended to queries."),
-    passage_prompt: str = typer.Option(None, "--passage-prompt", help="Text prepended to documents."),
-    max_samples: int = typer.Option(None, "--max-samples", help="Only mine the first N pairs."),
-    keep_incomplete: bool = typer.Option(False, "--keep-incomplete", help="Keep rows with too few negatives."),
-    keep_query_text: bool = typer.Option(False, "--keep-query-text",
-                                         help="Allow the query's own text as a negative."),
-    engine: str = typer.Option("embedtrain", "--engine", help="embedtrain or sentence-transformers."),
-    device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ..."),
-) -> None:
-    """Mine hard negatives for (anchor, positive) pairs and write a hard_negatives file with scores."""
-    from embedtrain.mining.config import OfflineMiningConfig, parse_column_map
-    from embedtrain.mining.offline import run_mining
+def _run(config: OfflineMiningConfig) -> None:
+    from embedtrain import api
 
-    columns = parse_column_map(column)
-    try:
-        config = OfflineMiningConfig(
-            model=model, input=str(input), output=str(output), corpus=str(corpus) if corpus else None,
-            corpus_column=corpus_column, columns=columns, num_negatives=num_negatives, candidates=candidates,
-            range_min=range_min, range_max=range_max, absolute_margin=absolute_margin,
-            relative_margin=relative_margin, max_score=max_score, min_score=min_score, use_faiss=faiss,
-            cross_encoder=cross_encoder, batch_size=batch_size, query_chunk_size=query_chunk_size,
-            corpus_chunk_size=corpus_chunk_size, query_prompt=query_prompt, passage_prompt=passage_prompt,
-            max_samples=max_samples, keep_incomplete=keep_incomplete, exclude_query_text=not keep_query_text,
-            engine=engine, device=device)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise RecipeError(err["msg"].removeprefix("Value error, "),
-                          field=f"--{where.replace('_', '-')}" if where else None) from None
-
-    columns_ = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn())
-    with Progress(*columns_, console=console, transient=False) as progress:
-        result = run_mining(config, progress=progress)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        result = api.mine(config, progress=progress)
     stats = result.stats
-    table = Table(title=f"mined {stats.written_rows} rows -> {output}")
+    table = Table(title=f"mined {stats.written_rows} rows -> {config.output}")
     table.add_column("measure")
     table.add_column("value", justify="right")
     for name, value in (
@@ -86,3 +38,11 @@ def mine(
         if value and name != "considered":
             table.add_row(f"skipped: {name}", str(value))
     out.print(table)
+
+
+mine = options_command(
+    OfflineMiningConfig, _run,
+    bool_flags={"exclude_query_text": "--exclude-query-text/--keep-query-text"},
+    list_flags={"columns": ("--column", parse_column_map)},
+    doc="Mine hard negatives for (anchor, positive) pairs and write a hard_negatives file with scores.")
+app.command("mine")(mine)

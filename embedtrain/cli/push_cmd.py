@@ -21,10 +21,10 @@ def push(
     commit_message: str | None = typer.Option(None, "--commit-message", help="Commit message on the Hub."),
 ) -> None:
     """Upload CHECKPOINT to the Hub with a model card (recipe, data, loss, MTEB results as model-index)."""
-    from embedtrain.hub import push as run_push
+    from embedtrain import api
 
-    result = run_push(checkpoint, repo_id, token=token, private=private, dry_run=dry_run,
-                      commit_message=commit_message, results_dirs=list(results or []))
+    result = api.push(checkpoint, repo_id, token=token, private=private, dry_run=dry_run,
+                      commit_message=commit_message, results=list(results or []))
     if result.uploaded:
         out.print(f"uploaded {len(result.files)} files to {result.repo_id}" + (f" ({result.url})" if result.url else ""))
     else:

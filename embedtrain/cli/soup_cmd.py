@@ -8,16 +8,16 @@ import typer
 from rich.table import Table
 
 from embedtrain.cli.app import app, out
-from embedtrain.errors import CheckpointError
 
 
-def _parse_weights(text: str | None) -> list[float] | None:
+def _weights(text: str | None) -> list[float] | None:
     if text is None:
         return None
     try:
         return [float(w) for w in text.split(",") if w.strip()]
     except ValueError:
-        raise CheckpointError(f"--weights must be comma-separated numbers, got '{text}'", field="weights") from None
+        raise typer.BadParameter(f"expected comma-separated numbers such as 0.5,0.3,0.2, got '{text}'",
+                                 param_hint="--weights") from None
 
 
 @app.command()
@@ -34,23 +34,17 @@ def soup(
     task: str | None = typer.Option(None, "--task", help="Task-adapter models: score under this task."),
     max_samples: int | None = typer.Option(None, "--max-samples", min=1, help="Use the first N held-out pairs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it already holds files."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
+                                           help="Allow the checkpoint folders to run their own code."),
 ) -> None:
     """Average CKPT... (same architecture) into OUT, keeping the first checkpoint's configuration."""
-    from embedtrain.soup import make_soup
-    from embedtrain.soup.metrics import held_out_sts, mteb_metric
+    from embedtrain import api
 
-    if len(paths) < 3:
-        raise CheckpointError("give at least two checkpoints and the output folder: soup CKPT CKPT... OUT")
     *checkpoints, output = paths
-    if held_out is not None and mteb_task is not None:
-        raise CheckpointError("use either --held-out or --mteb-task, not both")
-    metric, metric_name = None, None
-    if held_out is not None:
-        metric, metric_name = held_out_sts(held_out, task=task, max_samples=max_samples), held_out.name
-    elif mteb_task is not None:
-        metric, metric_name = mteb_metric(mteb_task, data_dir, task=task), mteb_task
-    result = make_soup(checkpoints, output, method=method, weights=_parse_weights(weights),  # type: ignore[arg-type]
-                       metric=metric, metric_name=metric_name, overwrite=overwrite)
+    result = api.soup(checkpoints, output, method=method, weights=_weights(weights), held_out=held_out,
+                      mteb_task=mteb_task, data_dir=data_dir, task=task, max_samples=max_samples, overwrite=overwrite,
+                      trust_remote_code=trust_remote_code)
+    metric_name = held_out.name if held_out else mteb_task
     table = Table(title=f"{result.method} soup -> {result.output}")
     for col in ("checkpoint", "weight", f"{metric_name or 'held-out'} alone"):
         table.add_column(col)

@@ -1,4 +1,4 @@
-"""``embedtrain train`` / ``embedtrain validate`` / ``embedtrain losses``."""
+"""``embedtrain train`` / ``validate`` / ``losses``."""
 
 from __future__ import annotations
 
@@ -9,71 +9,58 @@ from rich.table import Table
 
 from embedtrain.cli.app import app, out
 
+RECIPE = typer.Argument(..., help="Recipe YAML file.")
+SET = typer.Option(None, "--set", help="Override a recipe value: --set training.max_steps=10 (repeatable).")
+
 
 @app.command()
 def train(
-    recipe: Path = typer.Argument(..., help="Recipe YAML file."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in output_dir."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Start over even if output_dir has checkpoints."),
-    set_: list[str] = typer.Option(None, "--set", help="Override a recipe value: --set training.max_steps=10"),
+    recipe: Path = RECIPE,
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last complete checkpoint in output_dir."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start a new run even if output_dir holds an old one."),
+    set_: list[str] = SET,
 ) -> None:
     """Train a model from RECIPE and save an ordinary sentence-transformers checkpoint."""
-    from embedtrain.cli.smae_stage import run_smae_stage
+    from embedtrain import api
 
-    if run_smae_stage(recipe, set_, resume=resume, overwrite=overwrite):  # `stage: smae` recipes
-        return
-    from embedtrain.config import load_recipe
-    from embedtrain.training import train as run_train
-
-    result = run_train(load_recipe(recipe, set_), resume=resume, overwrite=overwrite, rich_progress=True)
+    result = api.train(recipe, set_, resume=resume, overwrite=overwrite, progress=True)
     if not result.is_main_process:
         return
     if result.scores_after:
-        table = Table(title="STS check (cosine Spearman x 100)")
-        table.add_column("evaluator")
-        table.add_column("before", justify="right")
-        table.add_column("after", justify="right")
-        table.add_column("delta", justify="right")
+        table = Table(title="quick checks (cosine Spearman x 100)")
+        for col, justify in (("evaluator", "left"), ("before", "right"), ("after", "right"), ("delta", "right")):
+            table.add_column(col, justify=justify)
         for name, after in result.scores_after.items():
             before = result.scores_before.get(name)
             table.add_row(name, f"{before:.2f}" if before is not None else "-", f"{after:.2f}",
                           f"{after - before:+.2f}" if before is not None else "-")
         out.print(table)
+    pair_losses = result.details.get("pair_losses")
+    if pair_losses:
+        losses = ", ".join(f"({layer},{dim}) {value:.3f}" for (layer, dim), value in pair_losses.items())
+        out.print(f"SMAE mean MLM loss per (layers, dims): {losses}")
     out.print(f"final model: {result.final_dir} ({result.global_step} steps)")
 
 
 @app.command()
-def validate(
-    recipe: Path = typer.Argument(..., help="Recipe YAML file."),
-    set_: list[str] = typer.Option(None, "--set", help="Override a recipe value."),
-) -> None:
-    """Check RECIPE and all its data files without training."""
-    from embedtrain.cli.smae_stage import validate_smae_stage
+def validate(recipe: Path = RECIPE, set_: list[str] = SET) -> None:
+    """Check RECIPE and everything it names (every data row, losses, models, training arguments) without training."""
+    from embedtrain import api
 
-    if validate_smae_stage(recipe, set_):  # `stage: smae` recipes
-        return
-    from embedtrain.config import load_recipe
-    from embedtrain.models.resolve import recipe_model_path
-    from embedtrain.training.prepare import prepare_data
-    from embedtrain.training.sts_check import build_sts_evaluators
-
-    r = load_recipe(recipe, set_)
-    recipe_model_path(r)
-    prepared = prepare_data(r)
-    build_sts_evaluators(r)
-    for p in prepared:
-        out.print(f"{p.config.name}: {len(p.dataset)} rows, columns {p.dataset.column_names}, loss {p.loss.name}")
+    report = api.validate(recipe, set_)
+    for line in report.lines:
+        out.print(line, highlight=False)
     out.print("[green]recipe OK[/]")
 
 
 @app.command("losses")
 def list_losses() -> None:
     """List the losses a recipe can name, with the data formats they take."""
-    from embedtrain.losses import available_losses
+    from embedtrain import api
 
     table = Table(title="losses")
     for col in ("name", "formats", "parameters", "description"):
         table.add_column(col)
-    for name, spec in sorted(available_losses().items()):
+    for name, spec in sorted(api.losses().items()):
         table.add_row(name, ", ".join(sorted(spec.formats)), ", ".join(spec.param_names()), spec.description)
     out.print(table)

@@ -1,15 +1,12 @@
-"""Offline MTEB evaluation of checkpoints: local task data, per-checkpoint results, comparisons, grids.
+"""Offline MTEB evaluation of checkpoints: local task data, per-checkpoint results, comparisons, grids, and the
+sentence-transformers evaluators recipes run during training.
 
-Import-light on purpose (the recipe schema imports :mod:`embedtrain.evaluation.config`); the heavy
-parts (mteb, torch) load when :func:`evaluate_checkpoint` and friends are first used.
+The heavy parts (mteb, torch) load when :func:`evaluate_checkpoint` and friends are first used.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-from embedtrain.evaluation.config import EvalConfig, check_eval_section, evaluate_after_training
-from embedtrain.evaluation.task_config import DEFAULT_TASKS, LocalTaskSpec, TaskConfigFile
 
 _LAZY = {
     "evaluate_checkpoint": "embedtrain.evaluation.runner",
@@ -17,6 +14,8 @@ _LAZY = {
     "resolve_tasks": "embedtrain.evaluation.tasks",
     "load_summary": "embedtrain.evaluation.results",
     "compare": "embedtrain.evaluation.compare",
+    "check_eval_section": "embedtrain.evaluation.after_training",
+    "evaluate_after_training": "embedtrain.evaluation.after_training",
 }
 
 
@@ -28,5 +27,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-__all__ = ["DEFAULT_TASKS", "EvalConfig", "LocalTaskSpec", "TaskConfigFile", "check_eval_section",
-           "evaluate_after_training", *_LAZY]
+__all__ = list(_LAZY)

@@ -20,20 +20,31 @@ class ComparisonRow:
         base = self.values[0]
         return [None if base is None or v is None else v - base for v in self.values]
 
+    def cells(self) -> list[str]:
+        """The row's values as display text: the baseline plain, the others with their delta."""
+        return [format_cell(v, d, i) for i, (v, d) in enumerate(zip(self.values, self.deltas))]
+
 
 @dataclass
 class Comparison:
     labels: list[str]
     rows: list[ComparisonRow]
-    mean: ComparisonRow | None  # over the tasks every model has; None if there are none
+    #: One mean per metric (``cosine_spearman``, ``ndcg_at_10``...) over the tasks every model has, for metrics
+    #: with at least two such tasks: scores of different metrics are never averaged together.
+    means: list[ComparisonRow]
+
+    @property
+    def mean(self) -> ComparisonRow | None:
+        """The mean row when all shared tasks use one metric (None otherwise)."""
+        return self.means[0] if len(self.means) == 1 else None
 
     def markdown(self) -> str:
         head = ["task", self.labels[0]] + [f"{label} (Δ)" for label in self.labels[1:]]
         lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-        for row in [*self.rows, *([self.mean] if self.mean else [])]:
-            cells = [format_cell(v, d, i) for i, (v, d) in enumerate(zip(row.values, row.deltas))]
-            name = f"**{row.task}**" if row is self.mean else row.task
-            lines.append("| " + " | ".join([name, *cells]) + " |")
+        for row in self.rows:
+            lines.append("| " + " | ".join([row.task, *row.cells()]) + " |")
+        for row in self.means:
+            lines.append("| " + " | ".join([f"**{row.task}**", *row.cells()]) + " |")
         return "\n".join(lines) + "\n"
 
 
@@ -47,7 +58,7 @@ def format_cell(value: float | None, delta: float | None, index: int) -> str:
 
 
 def compare(summaries: list[EvalSummary]) -> Comparison:
-    """Rows for every task any model has (in first-seen order) plus a mean over the shared tasks."""
+    """Rows for every task any model has (in first-seen order) plus a mean per metric over the shared tasks."""
     labels = _unique_labels([s.label for s in summaries])
     tasks: dict[str, str] = {}
     for summary in summaries:
@@ -56,11 +67,13 @@ def compare(summaries: list[EvalSummary]) -> Comparison:
     rows = [ComparisonRow(task, metric, [s.scores[task].value if task in s.scores else None for s in summaries])
             for task, metric in tasks.items()]
     shared = [r for r in rows if all(v is not None for v in r.values)]
-    mean = None
-    if len(shared) > 1:
-        mean = ComparisonRow(f"mean ({len(shared)} tasks)", "",
-                             [sum(r.values[i] for r in shared) / len(shared) for i in range(len(summaries))])
-    return Comparison(labels, rows, mean)
+    means = []
+    for metric in dict.fromkeys(r.metric for r in shared):
+        group = [r for r in shared if r.metric == metric]
+        if len(group) > 1:
+            means.append(ComparisonRow(f"mean {metric} ({len(group)} tasks)", metric,
+                                       [sum(r.values[i] for r in group) / len(group) for i in range(len(summaries))]))
+    return Comparison(labels, rows, means)
 
 
 def _unique_labels(labels: list[str]) -> list[str]:

@@ -36,7 +36,8 @@ class GridSpec:
 
 @dataclass
 class GridResult:
-    """``scores[task][(layers, dim)]`` = main score x 100; ``MEAN`` holds the mean over tasks."""
+    """``scores[task][(layers, dim)]`` = main score x 100; ``MEAN`` holds the mean over tasks when there are
+    several tasks that all report the same metric (scores of different metrics are never averaged)."""
 
     label: str
     layers: list[int]
@@ -44,6 +45,20 @@ class GridResult:
     tasks: list[str]
     metrics: dict[str, str]
     scores: dict[str, dict[tuple[int, int], float]] = field(default_factory=dict)
+
+    @property
+    def has_mean(self) -> bool:
+        return len(self.tasks) > 1 and len(set(self.metrics.values())) == 1
+
+    @property
+    def panels(self) -> list[str]:
+        """Every table / heatmap: one per task, plus the mean when there is one."""
+        return [*self.tasks, MEAN] if self.has_mean else list(self.tasks)
+
+    @property
+    def summary_keys(self) -> list[str]:
+        """What a short report shows: the mean when there is one, else every task."""
+        return [MEAN] if self.has_mean else list(self.tasks)
 
     def to_json(self) -> dict[str, Any]:
         return {"label": self.label, "layers": self.layers, "dims": self.dims, "tasks": self.tasks,
@@ -79,12 +94,14 @@ def run_grid(model, tasks: Sequence, spec: GridSpec, *, label: str, fingerprint:
     are (re-reading them from the saved JSON would round them).
     """
     from embedtrain.evaluation.encoder import make_encoder
-    from embedtrain.evaluation.runner import run_mteb
+    from embedtrain.evaluation.harness import run_mteb
     from embedtrain.models.truncate import first_layers
 
     names = [t.metadata.name for t in tasks]
     grid = GridResult(label, spec.layers, spec.dims, names, {t.metadata.name: t.metadata.main_score for t in tasks},
-                      {n: {} for n in [*names, MEAN]})
+                      {n: {} for n in names})
+    if grid.has_mean:
+        grid.scores[MEAN] = {}
     for n_layers in spec.layers:
         full_depth = n_layers == spec.full_layers
         cache = full_cache if (full_depth and full_cache is not None) else {}
@@ -102,7 +119,8 @@ def run_grid(model, tasks: Sequence, spec: GridSpec, *, label: str, fingerprint:
                     by_name = {r.task_name: 100.0 * float(r.get_score()) for r in results}
                 for name in names:
                     grid.scores[name][(n_layers, dim)] = by_name[name]
-                grid.scores[MEAN][(n_layers, dim)] = sum(by_name[n] for n in names) / len(names)
+                if grid.has_mean:
+                    grid.scores[MEAN][(n_layers, dim)] = sum(by_name[n] for n in names) / len(names)
     return grid
 
 
@@ -110,7 +128,7 @@ def grid_markdown(grid: GridResult) -> str:
     """One table per task (rows: layers, columns: dims) and one for the mean."""
     parts = [f"# Truncation grid of {grid.label}", "",
              "Main score x 100; rows = transformer layers kept, columns = embedding dimensions kept.", ""]
-    for task in [*grid.tasks, MEAN] if len(grid.tasks) > 1 else grid.tasks:
+    for task in grid.panels:
         title = f"mean over {len(grid.tasks)} tasks" if task == MEAN else f"{task} ({grid.metrics[task]})"
         parts += [f"## {title}", "", "| layers \\ dims | " + " | ".join(str(d) for d in grid.dims) + " |",
                   "|---|" + "---:|" * len(grid.dims)]
@@ -129,7 +147,7 @@ def plot_grid(grid: GridResult, path: Path) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    panels = [*grid.tasks, MEAN] if len(grid.tasks) > 1 else list(grid.tasks)
+    panels = grid.panels
     cols = min(3, len(panels))
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(1.2 + 0.9 * len(grid.dims) * cols, 0.6 + 0.7 * len(grid.layers) * rows

@@ -13,16 +13,13 @@ file, line and column, so a broken file fails before any model is run.
 from __future__ import annotations
 
 import csv
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from embedtrain.data.readers import Records, read_records
 from embedtrain.errors import DataError
-
-#: Fallback column names tried when a role's default column is absent from a row.
-_ALIASES: dict[str, tuple[str, ...]] = {"id": ("_id", "id"), "label": ("label", "label_text")}
+from embedtrain.io.formats import ALIASES, row_score, row_text
+from embedtrain.io.readers import Records, read_records
 
 
 def _column(records: Records, role: str, columns: Mapping[str, str], default: str) -> str:
@@ -30,22 +27,10 @@ def _column(records: Records, role: str, columns: Mapping[str, str], default: st
     if role in columns:
         return columns[role]
     first = records.rows[0] if records.rows else {}
-    for name in (default, *_ALIASES.get(role, ())):
+    for name in (default, *(ALIASES.get(role, ()) if role in ("id", "label") else ())):
         if name in first:
             return name
     return default
-
-
-def _text(records: Records, i: int, column: str, *, allow_empty: bool = False) -> str:
-    row = records.rows[i]
-    if column not in row:
-        raise records.error(i, column, f"missing column '{column}' (columns here: {sorted(row)})")
-    value = row[column]
-    if not isinstance(value, str):
-        raise records.error(i, column, f"expected text, got {type(value).__name__} {value!r}")
-    if not allow_empty and not value.strip():
-        raise records.error(i, column, "empty text")
-    return value
 
 
 def _read(path: Path, file_type: str | None) -> Records:
@@ -64,18 +49,10 @@ def read_sts(path: Path, columns: Mapping[str, str], file_type: str | None = Non
     c2 = _column(records, "sentence2", columns, "sentence2")
     cs = _column(records, "score", columns, "score")
     s1, s2, scores = [], [], []
-    for i, row in enumerate(records.rows):
-        s1.append(_text(records, i, c1))
-        s2.append(_text(records, i, c2))
-        if cs not in row:
-            raise records.error(i, cs, f"missing column '{cs}' (columns here: {sorted(row)})")
-        try:
-            score = float(row[cs])
-        except (TypeError, ValueError):
-            raise records.error(i, cs, f"score must be a number, got {row[cs]!r}") from None
-        if not math.isfinite(score):
-            raise records.error(i, cs, f"score must be finite, got {row[cs]!r}")
-        scores.append(score)
+    for i in range(len(records)):
+        s1.append(row_text(records, i, c1))
+        s2.append(row_text(records, i, c2))
+        scores.append(row_score(records, i, cs))
     return Dataset.from_dict({"sentence1": s1, "sentence2": s2, "score": scores})
 
 
@@ -89,7 +66,7 @@ def read_classification(path: Path, columns: Mapping[str, str], file_type: str |
     texts, labels = [], []
     label_type: type | None = None
     for i, row in enumerate(records.rows):
-        texts.append(_text(records, i, ct))
+        texts.append(row_text(records, i, ct))
         if cl not in row:
             raise records.error(i, cl, f"missing column '{cl}' (columns here: {sorted(row)})")
         label = row[cl]
@@ -126,7 +103,7 @@ def _read_docs(path: Path, columns: Mapping[str, str], *, with_title: bool) -> t
         out["id"].append(doc_id)
         # A document may have an empty text if it has a title (BEIR corpora contain a few such rows).
         has_title = with_title and isinstance(row.get(ctitle), str) and row[ctitle].strip()
-        out["text"].append(_text(records, i, ctext, allow_empty=bool(has_title)))
+        out["text"].append(row_text(records, i, ctext, allow_empty=bool(has_title)))
         if with_title:
             title = row.get(ctitle, "")
             if title is None:

@@ -38,7 +38,7 @@ def weights_fingerprint(model_dir: str | Path) -> str:
     Trainer state in a ``checkpoint-N`` folder (optimizer, scheduler, RNG states) is not part of the model
     and is not hashed: it would double the bytes read and says nothing about the embeddings.
     """
-    from embedtrain.training.checkpoints import WEIGHT_SUFFIXES, is_trainer_state
+    from embedtrain.io.checkpoints import WEIGHT_SUFFIXES, is_trainer_state
 
     model_dir = Path(model_dir)
     files = sorted(p for p in model_dir.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES
@@ -103,8 +103,17 @@ class EvalSummary:
         scores = {k: TaskScore(k, v["metric"], float(v["value"])) for k, v in data.get("scores", {}).items()}
         return cls(data["label"], data["checkpoint"], data["fingerprint"], scores, data.get("variant"))
 
+    def means(self) -> dict[str, float]:
+        """Mean score per metric over the tasks of that metric (never across metrics)."""
+        by_metric: dict[str, list[float]] = {}
+        for s in self.scores.values():
+            by_metric.setdefault(s.metric, []).append(s.value)
+        return {metric: sum(values) / len(values) for metric, values in by_metric.items()}
+
     def mean(self) -> float | None:
-        return sum(s.value for s in self.scores.values()) / len(self.scores) if self.scores else None
+        """The mean score when every task uses the same metric (None for mixed metrics or no scores)."""
+        means = self.means()
+        return next(iter(means.values())) if len(means) == 1 else None
 
 
 def summary_from_results(label: str, checkpoint: str, fingerprint: str, task_results, tasks,
@@ -126,9 +135,10 @@ def markdown_table(summary: EvalSummary) -> str:
              "| task | metric | score |", "|---|---|---:|"]
     for s in summary.scores.values():
         lines.append(f"| {s.task} | {s.metric} | {s.value:.2f} |")
-    mean = summary.mean()
-    if mean is not None and len(summary.scores) > 1:
-        lines.append(f"| **mean** | | **{mean:.2f}** |")
+    counts = {m: sum(1 for s in summary.scores.values() if s.metric == m) for m in summary.means()}
+    for metric, value in summary.means().items():
+        if counts[metric] > 1:
+            lines.append(f"| **mean ({counts[metric]} tasks)** | {metric} | **{value:.2f}** |")
     return "\n".join(lines) + "\n"
 
 

@@ -10,13 +10,12 @@ weights.
 from __future__ import annotations
 
 import logging
-import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from embedtrain.evaluation.harness import offline_env, result_paths, run_mteb
 from embedtrain.evaluation.results import (
     EvalSummary,
     default_output_dir,
@@ -41,55 +40,20 @@ class EvalReport:
     grid_files: list[Path] = field(default_factory=list)
 
 
-def _offline_env(online: bool) -> None:
-    """Make any accidental hub access fail fast instead of hanging (local tasks never need it)."""
-    if not online:
-        for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-            os.environ.setdefault(var, "1")
-
-
-def run_mteb(encoder, tasks: Sequence, *, output_dir: Path, batch_size: int = 64, show_progress: bool = True,
-             reuse: bool = False) -> list:
-    """Evaluate ``encoder`` on ``tasks`` with ``mteb.evaluate``; returns the ``TaskResult`` list.
-
-    Results are cached in ``output_dir`` (mteb's layout) under the encoder's model meta; with
-    ``reuse=False`` every task is recomputed.
-    """
-    import mteb
-
-    cache = mteb.ResultCache(cache_path=output_dir)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        result = mteb.evaluate(
-            encoder, list(tasks), cache=cache, co2_tracker=False, raise_error=True,
-            overwrite_strategy="only-missing" if reuse else "always",
-            encode_kwargs={"batch_size": batch_size, "show_progress_bar": show_progress},
-            show_progress_bar=show_progress,
-        )
-    return list(result.task_results)
-
-
-def result_paths(output_dir: Path, encoder, tasks: Sequence) -> list[Path]:
-    """Where mteb stored the JSON of each task for ``encoder``."""
-    import mteb
-
-    cache = mteb.ResultCache(cache_path=output_dir)
-    return [cache.get_task_result_path(t.metadata.name, encoder.mteb_model_meta) for t in tasks]
-
-
 def evaluate_checkpoint(checkpoint: str | Path, *, tasks: Sequence[str] | None = None,
                         data_dir: str | Path | None = None, task_configs: Sequence[str | Path] = (),
                         output: str | Path | None = None, batch_size: int = 64,
                         dims: Sequence[int] | None = None, layers: Sequence[int] | None = None,
                         online: bool = False, reuse: bool = False, show_progress: bool = True,
-                        device: str | None = None, resolved_tasks: Sequence | None = None) -> EvalReport:
+                        device: str | None = None, resolved_tasks: Sequence | None = None,
+                        trust_remote_code: bool = False) -> EvalReport:
     """Evaluate ``checkpoint`` (a local folder or packaged short name) and write its results.
 
     ``tasks`` are names (default: the five STS tasks); ``resolved_tasks`` may instead pass task objects
     already built by :func:`~embedtrain.evaluation.tasks.resolve_tasks`. ``dims``/``layers`` add a
     Matryoshka grid of truncated variants (table, JSON and heatmap PNG next to the summary).
     """
-    _offline_env(online)
+    offline_env(online)
     from embedtrain.evaluation.tasks import resolve_tasks
     from embedtrain.models.resolve import load_model, resolve_model_path
 
@@ -100,7 +64,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, tasks: Sequence[str] | None =
     label = model_label(checkpoint, model_dir)
     output_dir = Path(output).expanduser() if output is not None else default_output_dir(model_dir, label)
     grid_spec = None
-    model = load_model(model_dir, device=device)
+    model = load_model(model_dir, device=device, trust_remote_code=trust_remote_code)
     if dims or layers:
         from embedtrain.evaluation.grid import check_grid
 

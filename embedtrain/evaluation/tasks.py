@@ -1,6 +1,6 @@
 """Local MTEB tasks: mteb's own task classes with only the data loading replaced.
 
-A task definition (:class:`~embedtrain.evaluation.task_config.LocalTaskSpec`) either names a built-in
+A task definition (:class:`~embedtrain.schema.evaluation.LocalTaskSpec`) either names a built-in
 MTEB task (``mteb_task: STSBenchmark``) -- then the task used here is a subclass of that very class, so
 metadata, splits, main score, score normalisation and the classifier / retrieval protocol are mteb's
 -- or defines a new task of a given type on top of ``AbsTaskSTS`` / ``AbsTaskClassification`` /
@@ -8,13 +8,12 @@ metadata, splits, main score, score normalisation and the classifier / retrieval
 local files, so no code path goes to the Hugging Face hub.
 
 Task names are resolved in this order: user task-config files (``--task-config``), the bundled
-definitions in ``eval/tasks/*.yaml`` (files looked up in the data directory), and -- only with
+definitions in ``embedtrain/resources/eval_tasks/*.yaml`` (files looked up in the data directory), and -- only with
 ``online=True`` -- any built-in MTEB task, which mteb then downloads as usual.
 """
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import typing
@@ -23,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embedtrain.errors import DataError, RecipeError
+from embedtrain.errors import DataError, RecipeError, suggest
 from embedtrain.evaluation import local_data
-from embedtrain.evaluation.task_config import (
+from embedtrain.schema.evaluation import (
     DEFAULT_MAIN_SCORE,
     DEFAULT_TASKS,
     ROLES,
@@ -82,11 +81,13 @@ class LocalDataMixin:
 # Where definitions come from
 # ---------------------------------------------------------------------------------------------------
 def bundled_tasks_dir() -> Path:
-    """Folder with the bundled task definitions (``eval/tasks`` of the source tree, or $EMBEDTRAIN_EVAL_TASKS_DIR)."""
+    """Folder with the bundled task definitions (package data, or $EMBEDTRAIN_EVAL_TASKS_DIR)."""
+    from embedtrain.resources import resource_path
+
     override = os.environ.get(BUNDLED_TASKS_ENV)
     if override:
         return Path(override).expanduser()
-    return Path(__file__).resolve().parents[2] / "eval" / "tasks"
+    return resource_path("eval_tasks")
 
 
 def _definitions_from_file(path: Path, *, bundled: bool) -> dict[str, TaskDefinition]:
@@ -238,7 +239,7 @@ def build_task(defn: TaskDefinition, data_dir: Path | None):
         try:
             base = type(mteb.get_task(spec.mteb_task))
         except KeyError:
-            hint = _suggestion(spec.mteb_task, _mteb_task_names())
+            hint = suggest(spec.mteb_task, _mteb_task_names())
             raise RecipeError(f"'{spec.mteb_task}' is not an MTEB task.{hint}", file=defn.source, line=defn.line,
                               field=f"{field}.mteb_task") from None
         kind = _kind_of(base)
@@ -317,17 +318,6 @@ def _reader(defn: TaskDefinition, kind: str, task, eval_splits: list[str], data_
 # ---------------------------------------------------------------------------------------------------
 # Names -> tasks
 # ---------------------------------------------------------------------------------------------------
-def _suggestion(name: str, choices: Iterable[str]) -> str:
-    """`` Did you mean 'X'?`` by case-insensitive closeness or prefix (``banking77`` -> Banking77Classification)."""
-    by_lower = {c.lower(): c for c in choices}
-    low = name.lower()
-    if low in by_lower:
-        return f" Did you mean '{by_lower[low]}'?"
-    prefixed = sorted(c for c in by_lower if c.startswith(low) and len(low) >= 4)
-    close = prefixed[:1] or difflib.get_close_matches(low, list(by_lower), n=1, cutoff=0.6)
-    return f" Did you mean '{by_lower[close[0]]}'?" if close else ""
-
-
 def split_task_names(values: Iterable[str] | None) -> list[str]:
     """``["STS12,STS13", "SICK-R"]`` -> ``["STS12", "STS13", "SICK-R"]`` (order kept, duplicates dropped)."""
     names: list[str] = []
@@ -366,7 +356,7 @@ def resolve_tasks(names: Sequence[str] | None, *, data_dir: str | Path | None = 
 
             tasks.append(mteb.get_task(name))
             continue
-        hint = _suggestion(name, [*definitions, *mteb_names])
+        hint = suggest(name, [*definitions, *mteb_names])
         local = ", ".join(sorted(definitions)) or "none"
         raise RecipeError(f"unknown task '{name}'.{hint} Local tasks: {local}", file=source, line=line,
                           field=field)

@@ -17,10 +17,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from embedtrain.errors import CheckpointError
-from embedtrain.models.resolve import load_model
-from embedtrain.models.truncate import embedding_dim
-from embedtrain.models.truncate import num_layers, truncated_copy
-from embedtrain.training.checkpoints import atomic_save
+from embedtrain.io.checkpoints import atomic_save, check_new_dir
+from embedtrain.models.resolve import load_model, resolve_model_path
+from embedtrain.models.truncate import embedding_dim, num_layers, truncated_copy
 
 logger = logging.getLogger(__name__)
 
@@ -60,17 +59,15 @@ def check_size(model, layers: int | None, dim: int | None, *, source: str | Path
 
 
 def export_small_model(checkpoint: str | Path, output_dir: str | Path, *, layers: int | None = None,
-                       dim: int | None = None, overwrite: bool = False, model=None) -> ExportResult:
+                       dim: int | None = None, overwrite: bool = False, model=None,
+                       trust_remote_code: bool = False) -> ExportResult:
     """Save the first ``layers`` layers / first ``dim`` dims of ``checkpoint`` to ``output_dir``.
 
     ``model`` may be passed when the checkpoint is already loaded (it is not modified).
     """
-    output_dir = Path(output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-        raise CheckpointError("output folder exists and is not empty; pass --overwrite to replace it",
-                              file=output_dir)
+    output_dir = check_new_dir(output_dir, overwrite=overwrite, protect=(resolve_model_path(checkpoint),))
     if model is None:
-        model = load_model(checkpoint, device="cpu")
+        model = load_model(checkpoint, device="cpu", trust_remote_code=trust_remote_code)
     layers, dim = check_size(model, layers, dim, source=checkpoint)
     small = truncated_copy(model, layers=layers, dim=dim)
     result = ExportResult(str(checkpoint), output_dir, layers, dim, num_layers(model), embedding_dim(model),

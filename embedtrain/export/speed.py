@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from embedtrain.data.readers import read_records
 from embedtrain.errors import DataError
+from embedtrain.io.readers import read_records
 
 #: Columns tried, in order, when reading sentences for a speed measurement.
 TEXT_COLUMNS = ("text", "sentence", "sentence1", "anchor", "query", "sentence2", "positive")
@@ -28,10 +28,11 @@ class EncodeSpeed:
     seconds: float
 
 
-def default_speed_file() -> Path | None:
-    """The STS Benchmark test sentences bundled with the repository (None in a bare install)."""
-    path = Path(__file__).resolve().parents[2] / "examples" / "data" / "stsb" / "test.jsonl"
-    return path if path.is_file() else None
+def default_speed_file() -> Path:
+    """512 English sentences shipped with the package (:mod:`embedtrain.resources`)."""
+    from embedtrain.resources import resource_path
+
+    return resource_path("sentences.jsonl")
 
 
 def load_speed_sentences(path: str | Path, limit: int = 512) -> list[str]:

@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 
 from embedtrain.hub.results import ResultRow, eval_results
+from embedtrain.io.checkpoints import RECIPE_FILE
 from embedtrain.models.resolve import PACKAGED_MODELS
-from embedtrain.training.checkpoints import RECIPE_FILE
 
 #: Packaged short names -> Hub ids (for the ``base_model`` field).
 KNOWN_HUB_IDS = {hub_id.split("/")[-1]: hub_id for hub_id in PACKAGED_MODELS if "/" in hub_id}

@@ -24,7 +24,7 @@ import yaml
 
 from embedtrain.errors import CheckpointError, EmbedtrainError
 from embedtrain.hub.card import RECIPE_FILE, build_card, public_recipe, public_soup, read_recipe
-from embedtrain.training.checkpoints import is_trainer_state
+from embedtrain.io.checkpoints import check_new_dir, is_trainer_state
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +65,7 @@ def stage_folder(checkpoint: str | Path, dest: str | Path, repo_id: str, *,
     checkpoint = Path(checkpoint)
     if not (checkpoint / "modules.json").is_file():
         raise CheckpointError("not a sentence-transformers checkpoint (no modules.json)", file=checkpoint)
-    dest = Path(dest)
-    if dest.exists() and any(dest.iterdir()):
-        raise CheckpointError("staging folder exists and is not empty", file=dest)
+    dest = check_new_dir(dest, what="staging folder", protect=(checkpoint,))
     dest.mkdir(parents=True, exist_ok=True)
     files = []
     for src in sorted(p for p in checkpoint.rglob("*") if p.is_file()):

@@ -3,6 +3,4 @@
 Add a line here when adding a loss module.
 """
 
-from embedtrain.losses import contrastive, scored  # noqa: F401
-from embedtrain.losses import matryoshka, starbucks  # noqa: F401  (matryoshka, matryoshka2d, starbucks)
-from embedtrain.losses import gist  # noqa: F401  (gist, cached_gist)
+from embedtrain.losses import angle, cached_gist, cached_mnrl, cosent, gist, matryoshka, matryoshka2d, mnrl, starbucks  # noqa: F401  # noqa: F401

@@ -2,7 +2,7 @@
 
 Modules, one concept each:
 
-* :mod:`~embedtrain.mining.config` - typed settings (offline run, recipe ``mining:`` section).
+* :mod:`~embedtrain.schema.mining` - typed settings (offline run, recipe ``mining:`` section).
 * :mod:`~embedtrain.mining.search` - batched encoding and memory-bounded top-k retrieval.
 * :mod:`~embedtrain.mining.filtering` - rank window and false-negative (margin) filters.
 * :mod:`~embedtrain.mining.rescore` - optional cross-encoder rescoring hook.

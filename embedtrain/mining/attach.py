@@ -1,9 +1,9 @@
 """Wire dynamic re-mining into a training run from the recipe's ``datasets[i].mining.dynamic``.
 
-:func:`attach_dynamic_mining` is the only thing the trainer calls: for each dataset with a
-``mining.dynamic`` section it builds the :class:`~embedtrain.mining.table.NegativeTable` (the
-row's negatives from the file, then its ``candidates``), swaps the training dataset for the
-table-backed view, restores the saved state when resuming, and returns the trainer callback.
+:func:`build_miners` (run while the recipe is validated) builds, for each dataset with a ``mining.dynamic``
+section, the :class:`~embedtrain.mining.table.NegativeTable` (the row's negatives from the file, then its
+``candidates``) and its miner; :func:`attach_dynamic_mining` (run once the trainer exists) swaps the training
+dataset for the table-backed view, restores the saved state when resuming, and returns the trainer callback.
 """
 
 from __future__ import annotations
@@ -14,23 +14,22 @@ from pathlib import Path
 import numpy as np
 from transformers import TrainerCallback
 
-from embedtrain.data import read_records
-from embedtrain.data.formats import FORMATS, _negatives, _resolve_columns
-from embedtrain.errors import RecipeError
-from embedtrain.mining.config import DynamicMiningConfig
+from embedtrain.io.formats import FORMATS, resolve_columns, row_negatives
+from embedtrain.io.readers import read_records
 from embedtrain.mining.dynamic import DynamicMiner, DynamicMiningCallback, ModelScorer, Retriever
 from embedtrain.mining.offline import read_corpus
 from embedtrain.mining.table import NegativeTable
+from embedtrain.schema.mining import DynamicMiningConfig
 
 logger = logging.getLogger(__name__)
 
 
 def _candidate_texts(records, i: int, column: str) -> list[str]:
     """The row's ranked candidates beyond its negatives (same item forms as negatives); none if absent."""
-    return _negatives(records, i, column) if records.rows[i].get(column) is not None else []
+    return row_negatives(records, i, column) if records.rows[i].get(column) is not None else []
 
 
-def _file_scores(records, column: str | None, n: int, where: dict) -> np.ndarray:
+def _file_scores(records, column: str | None, n: int, recipe, loc: tuple) -> np.ndarray:
     """Per row, the mean ``score`` of its first ``n`` negatives in the file (``initial_from: file``)."""
     out = np.empty(len(records))
     for i in range(len(records)):
@@ -38,63 +37,59 @@ def _file_scores(records, column: str | None, n: int, where: dict) -> np.ndarray
         items = value[:n] if isinstance(value, list) else []
         scores = [item.get("score") for item in items if isinstance(item, dict)]
         if len(scores) < n or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in scores):
-            raise RecipeError(f"initial_from: file needs a numeric 'score' on the first {n} negatives of every row "
-                              f"(as written by `embedtrain mine`); row {i + 1} of {records.path} has none "
-                              "- use initial_from: model", **where)
+            raise recipe.error(f"initial_from: file needs a numeric 'score' on the first {n} negatives of every "
+                               f"row (as written by `embedtrain mine`); row {i + 1} of {records.path} has none "
+                               "- use initial_from: model", *loc)
         out[i] = float(np.mean(scores))
     return out
 
 
-def build_table(recipe, index: int, prepared, config: DynamicMiningConfig,
+def build_table(recipe, prepared, config: DynamicMiningConfig,
                 ) -> tuple[NegativeTable, np.ndarray | None, list[str]]:
     """The negatives table of dataset ``index`` (ranked list = file negatives, then candidates), with
     ``initial_from: file`` each row's initial score read from the file (else None), and the retrieval
     corpus (``source: retrieve``: the ``corpus`` file, else every text of the table; empty otherwise)."""
-    ds_cfg = recipe.datasets[index]
+    ds_cfg = prepared.config
+    loc = (*prepared.loc, "mining", "dynamic")
     path = recipe.resolve_path(ds_cfg.path) if ds_cfg.file_type != "hub" else ds_cfg.path
     records = read_records(path, ds_cfg.file_type, split=ds_cfg.split, limit=ds_cfg.max_samples)
     spec = FORMATS["hard_negatives"]
-    columns = _resolve_columns(records, spec, ds_cfg.columns)
+    columns = resolve_columns(records, spec, ds_cfg.columns)
     dataset = prepared.dataset
     n = sum(1 for c in dataset.column_names if c.startswith("negative_"))
-    ranked = [_negatives(records, i, columns[spec.list_role]) + _candidate_texts(records, i, config.candidates_column)
+    ranked = [row_negatives(records, i, columns[spec.list_role]) + _candidate_texts(records, i, config.candidates_column)
               for i in range(len(records))]
     if config.source == "candidates" and all(len(r) <= n for r in ranked):
-        raise RecipeError(f"no row of {path} has candidates beyond its {n} negatives (column "
-                          f"'{config.candidates_column}'); mine with `embedtrain mine --candidates 50` or use "
-                          "source: retrieve", file=recipe.source, line=recipe.line_of("datasets", index, "mining"),
-                          field=f"datasets[{index}].mining.dynamic.source")
+        raise recipe.error(f"no row of {path} has candidates beyond its {n} negatives (column "
+                           f"'{config.candidates_column}'); mine with `embedtrain mine --candidates 50` or use "
+                           "source: retrieve", *loc, "source")
     extra = []
     if config.source == "retrieve" and config.corpus:
         extra = read_corpus(recipe.resolve_path(config.corpus), config.corpus_column)
     table = NegativeTable(ds_cfg.name, dataset["anchor"], dataset["positive"], ranked, n, extra_texts=extra)
     file_scores = None
     if config.initial_from == "file":
-        where = {"file": recipe.source, "line": recipe.line_of("datasets", index, "mining"),
-                 "field": f"datasets[{index}].mining.dynamic.initial_from"}
-        file_scores = _file_scores(records, columns[spec.list_role], n, where)
+        file_scores = _file_scores(records, columns[spec.list_role], n, recipe, (*loc, "initial_from"))
     corpus = (extra or list(table.texts)) if config.source == "retrieve" else []
     return table, file_scores, corpus
 
 
-def attach_dynamic_mining(recipe, prepared: list, train_datasets: dict, resume_from: Path | None,
-                          ) -> list[TrainerCallback]:
-    """Swap in table-backed datasets for ``mining.dynamic`` datasets; return the callback (or nothing)."""
+def build_miners(recipe, prepared: list) -> list[tuple]:
+    """A :class:`DynamicMiner` for each prepared dataset with ``mining.dynamic`` (no model needed yet).
+
+    Returns ``(prepared_dataset, miner)`` pairs; every problem (no candidates in the file, no file scores for
+    ``initial_from: file``...) is a located recipe error, so ``embedtrain validate`` finds it.
+    """
     miners = []
-    for i, p in enumerate(prepared):
+    for p in prepared:
         mining = getattr(p.config, "mining", None)
         if mining is None or mining.dynamic is None:
             continue
         cfg = mining.dynamic
-        where = {"file": recipe.source, "line": recipe.line_of("datasets", i, "mining"),
-                 "field": f"datasets[{i}].mining.dynamic"}
-        if p.config.format != "hard_negatives":
-            raise RecipeError(f"dynamic mining re-mines hard negatives; dataset format is '{p.config.format}', "
-                              "it must be hard_negatives (mine them first with `embedtrain mine`)", **where)
         if recipe.training.get("dataloader_num_workers", 0):
-            raise RecipeError("dynamic mining rewrites negatives in the training process; set "
-                              "training.dataloader_num_workers: 0", **where)
-        table, file_scores, corpus = build_table(recipe, i, p, cfg)
+            raise recipe.error("dynamic mining rewrites negatives in the training process; set "
+                               "training.dataloader_num_workers: 0", "training", "dataloader_num_workers")
+        table, file_scores, corpus = build_table(recipe, p, cfg)
         anchor_prompt, negative_prompt = p.prompts.get("anchor"), p.prompts.get("negative_1")
         retriever = None
         if cfg.source == "retrieve":
@@ -104,13 +99,22 @@ def attach_dynamic_mining(recipe, prepared: list, train_datasets: dict, resume_f
         def scorer_factory(model, table=table, cfg=cfg, ap=anchor_prompt, np_=negative_prompt):
             return ModelScorer(model, table, ap, np_, cfg.batch_size)
 
-        miners.append(DynamicMiner(table, cfg, scorer_factory=scorer_factory, retriever=retriever, seed=recipe.seed,
-                                   file_scores=file_scores))
-        train_datasets[p.config.name] = table.wrap(p.dataset)
-        logger.info("dynamic mining [%s]: %d rows, %d negatives each, source %s, every %d steps", table.name,
-                    len(table), table.num_negatives, cfg.source, cfg.every_steps)
+        miners.append((p, DynamicMiner(table, cfg, scorer_factory=scorer_factory, retriever=retriever,
+                                       seed=recipe.seed, file_scores=file_scores)))
+    return miners
+
+
+def attach_dynamic_mining(miners: list[tuple], train_datasets: dict, resume_from: Path | None,
+                          ) -> list[TrainerCallback]:
+    """Swap in table-backed datasets for the mined datasets; return the callback (or nothing)."""
     if not miners:
         return []
+    for p, miner in miners:
+        table = miner.table
+        train_datasets[p.config.name] = table.wrap(p.dataset)
+        logger.info("dynamic mining [%s]: %d rows, %d negatives each, source %s, every %d steps", table.name,
+                    len(table), table.num_negatives, miner.config.source, miner.config.every_steps)
+    only = [miner for _, miner in miners]
     if resume_from is not None:
-        DynamicMiningCallback.restore(miners, resume_from)
-    return [DynamicMiningCallback(miners)]
+        DynamicMiningCallback.restore(only, resume_from)
+    return [DynamicMiningCallback(only)]

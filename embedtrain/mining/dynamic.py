@@ -27,10 +27,10 @@ import numpy as np
 from transformers import TrainerCallback
 
 from embedtrain.mining.collective import Collective, current_collective, sharded_map
-from embedtrain.mining.config import DynamicMiningConfig
 from embedtrain.mining.filtering import select_negatives
 from embedtrain.mining.search import encode_texts, top_k
 from embedtrain.mining.table import NegativeTable
+from embedtrain.schema.mining import DynamicMiningConfig
 
 logger = logging.getLogger(__name__)
 

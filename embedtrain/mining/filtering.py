@@ -1,6 +1,6 @@
 """Pick negatives from one query's ranked retrieval list: rank window, then false-negative filters.
 
-The semantics are those documented on :class:`~embedtrain.mining.config.NegativeFilter`: ranks
+The semantics are those documented on :class:`~embedtrain.schema.mining.NegativeFilter`: ranks
 are positions in the retrieval list after removing excluded documents (the query's positives and
 its own text); the margin filters compare each candidate's score with the positive's score.
 :class:`FilterCounts` tallies why candidates were skipped so a mining run can report it.
@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from embedtrain.mining.config import NegativeFilter
+from embedtrain.schema.mining import NegativeFilter
 
 
 @dataclass

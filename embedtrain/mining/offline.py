@@ -19,73 +19,24 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from embedtrain.data import read_records, to_dataset
 from embedtrain.errors import DataError
-from embedtrain.mining.config import OfflineMiningConfig
-from embedtrain.mining.filtering import FilterCounts, select_negatives
+from embedtrain.io.formats import to_dataset
+from embedtrain.io.readers import read_records
+from embedtrain.mining.filtering import select_negatives
 from embedtrain.mining.rescore import Rescorer, cross_encoder_rescorer
+from embedtrain.mining.results import MiningResult, MiningStats, assemble_rows, log_stats
 from embedtrain.mining.search import encode_texts, top_k
+from embedtrain.schema.mining import OfflineMiningConfig
 
 logger = logging.getLogger(__name__)
 
 OUTPUT_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
-
-
-@dataclass
-class MiningStats:
-    """Sizes, timings and filter tallies of one mining run."""
-
-    rows: int = 0
-    queries: int = 0
-    corpus_size: int = 0
-    written_rows: int = 0
-    incomplete_rows: int = 0
-    encode_corpus_s: float = 0.0
-    encode_queries_s: float = 0.0
-    search_s: float = 0.0
-    rescore_s: float = 0.0
-    total_s: float = 0.0
-    counts: FilterCounts = field(default_factory=FilterCounts)
-
-    @property
-    def corpus_docs_per_s(self) -> float:
-        """Corpus documents encoded per second."""
-        return self.corpus_size / self.encode_corpus_s if self.encode_corpus_s > 0 else float("nan")
-
-    @property
-    def queries_per_s(self) -> float:
-        """Distinct queries mined per second, end to end (encoding, search, filtering)."""
-        return self.queries / self.total_s if self.total_s > 0 else float("nan")
-
-    @property
-    def search_queries_per_s(self) -> float:
-        """Queries per second of the top-k search alone."""
-        return self.queries / self.search_s if self.search_s > 0 else float("nan")
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "rows": self.rows, "queries": self.queries, "corpus_size": self.corpus_size,
-            "written_rows": self.written_rows, "incomplete_rows": self.incomplete_rows,
-            "encode_corpus_s": round(self.encode_corpus_s, 3), "encode_queries_s": round(self.encode_queries_s, 3),
-            "search_s": round(self.search_s, 3), "rescore_s": round(self.rescore_s, 3),
-            "total_s": round(self.total_s, 3), "corpus_docs_per_s": round(self.corpus_docs_per_s, 1),
-            "queries_per_s": round(self.queries_per_s, 1), "search_queries_per_s": round(self.search_queries_per_s, 1),
-            "skipped": self.counts.as_dict(),
-        }
-
-
-@dataclass
-class MiningResult:
-    """Mined rows (dicts ready to write) and the run's statistics."""
-
-    rows: list[dict[str, Any]]
-    stats: MiningStats
 
 
 @dataclass
@@ -164,29 +115,6 @@ def group_queries(anchors: list[str], positives: list[str], corpus_ids: dict[str
     return _Queries(list(index), of_row, pos_sets, self_ids)
 
 
-def assemble_rows(anchors: list[str], positives: list[str], of_row: list[int],
-                  selected: list[list[tuple[str, float]]], positive_scores: list[float],
-                  config: OfflineMiningConfig, stats: MiningStats) -> list[dict[str, Any]]:
-    """One output row per input pair: negatives (first ``num_negatives``) and optional candidates."""
-    rows = []
-    n = config.num_negatives
-    for i, (anchor, positive) in enumerate(zip(anchors, positives)):
-        picked = selected[of_row[i]]
-        if len(picked) < n:
-            stats.incomplete_rows += 1
-            if not config.keep_incomplete:
-                continue
-        row: dict[str, Any] = {
-            "anchor": anchor, "positive": positive, "positive_score": round(float(positive_scores[i]), 6),
-            "negatives": [{"text": t, "score": round(s, 6)} for t, s in picked[:n]],
-        }
-        if config.candidates:
-            row["candidates"] = [{"text": t, "score": round(s, 6)} for t, s in picked[n:n + config.candidates]]
-        rows.append(row)
-    stats.written_rows = len(rows)
-    return rows
-
-
 def mine(config: OfflineMiningConfig, *, model=None, rescorer: Rescorer | None = None,
          progress=None) -> MiningResult:
     """Mine hard negatives as described by ``config``; see the module docstring.
@@ -199,7 +127,8 @@ def mine(config: OfflineMiningConfig, *, model=None, rescorer: Rescorer | None =
     if model is None:
         from embedtrain.models.resolve import load_model
 
-        model = load_model(config.model, device=config.device, max_seq_length=config.max_seq_length)
+        model = load_model(config.model, device=config.device, max_seq_length=config.max_seq_length,
+                           trust_remote_code=config.trust_remote_code)
     t_start = time.perf_counter()  # mining time: after reading data and loading the model
     if config.engine == "sentence-transformers":
         from embedtrain.mining.st_engine import mine_with_sentence_transformers
@@ -241,7 +170,8 @@ def mine(config: OfflineMiningConfig, *, model=None, rescorer: Rescorer | None =
     del corpus_emb, query_emb
 
     if rescorer is None and config.cross_encoder:
-        rescorer = cross_encoder_rescorer(config.cross_encoder, batch_size=config.batch_size, device=config.device)
+        rescorer = cross_encoder_rescorer(config.cross_encoder, batch_size=config.batch_size, device=config.device,
+                                          trust_remote_code=config.trust_remote_code)
     if rescorer is not None:
         t = time.perf_counter()
         with stages.stage("rescoring", len(queries.texts)) as advance:
@@ -283,22 +213,6 @@ def _rescore(rescorer: Rescorer, queries: list[str], corpus: list[str], scores: 
             advance(1)
     order = np.argsort(-new_scores, axis=1, kind="stable")
     return np.take_along_axis(new_scores, order, 1), np.take_along_axis(ids, order, 1)
-
-
-def log_stats(stats: MiningStats) -> None:
-    """Log throughput and what the filters skipped."""
-    if stats.encode_corpus_s > 0:  # the sentence-transformers engine only reports the total
-        logger.info("encoded %d corpus documents in %.1fs (%.0f docs/s); %d queries in %.1fs", stats.corpus_size,
-                    stats.encode_corpus_s, stats.corpus_docs_per_s, stats.queries, stats.encode_queries_s)
-        logger.info("search %.2fs (%.0f queries/s)", stats.search_s, stats.search_queries_per_s)
-    logger.info("mined %d queries against %d documents in %.1fs = %.1f queries/s end to end", stats.queries,
-                stats.corpus_size, stats.total_s, stats.queries_per_s)
-    skipped = {k: v for k, v in stats.counts.as_dict().items() if k != "considered" and v}
-    if skipped:
-        logger.info("skipped candidates (of %d in the window): %s", stats.counts.considered, skipped)
-    if stats.incomplete_rows:
-        logger.warning("%d of %d rows found fewer negatives than asked; widen range_max or loosen the margins",
-                       stats.incomplete_rows, stats.rows)
 
 
 def output_kind(path: str | Path) -> str:

@@ -18,18 +18,22 @@ from embedtrain.models.resolve import resolve_model_path
 Rescorer = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 
 
-def load_cross_encoder(name_or_path: str | Path, *, device: str | None = None, base_dir: Path | None = None):
+def load_cross_encoder(name_or_path: str | Path, *, device: str | None = None, base_dir: Path | None = None,
+                       trust_remote_code: bool = False):
     """A local sentence-transformers ``CrossEncoder`` (errors name the ``cross_encoder`` field)."""
     from sentence_transformers import CrossEncoder
 
+    from embedtrain.models.trust import check_model_code
+
     path = resolve_model_path(name_or_path, base_dir=base_dir, field="cross_encoder")
-    return CrossEncoder(str(path), device=device, local_files_only=True)
+    check_model_code(path, trust_remote_code=trust_remote_code)
+    return CrossEncoder(str(path), device=device, local_files_only=True, trust_remote_code=trust_remote_code)
 
 
 def cross_encoder_rescorer(name_or_path: str | Path, *, batch_size: int = 32, device: str | None = None,
-                           base_dir: Path | None = None) -> Rescorer:
+                           base_dir: Path | None = None, trust_remote_code: bool = False) -> Rescorer:
     """A :data:`Rescorer` backed by a local sentence-transformers ``CrossEncoder`` folder."""
-    model = load_cross_encoder(name_or_path, device=device, base_dir=base_dir)
+    model = load_cross_encoder(name_or_path, device=device, base_dir=base_dir, trust_remote_code=trust_remote_code)
 
     def rescore(queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
         if len(queries) == 0:

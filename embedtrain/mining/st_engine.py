@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import time
 
-from embedtrain.mining.config import OfflineMiningConfig
-from embedtrain.mining.offline import MiningResult, MiningStats, assemble_rows, log_stats
+from embedtrain.mining.results import MiningResult, MiningStats, assemble_rows, log_stats
+from embedtrain.schema.mining import OfflineMiningConfig
 
 
 def mine_with_sentence_transformers(config: OfflineMiningConfig, model, anchors: list[str], positives: list[str],

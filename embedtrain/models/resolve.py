@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from embedtrain.errors import CheckpointError
+from embedtrain.errors import CheckpointError, first_line
 
 #: short name -> (python module, attribute returning the model folder)
 PACKAGED_MODELS: dict[str, tuple[str, str]] = {
@@ -53,19 +53,31 @@ def recipe_model_path(recipe) -> Path:
 
 
 def load_model(name_or_path: str | Path, *, device: str | None = None, max_seq_length: int | None = None,
-               **kwargs):
-    """Load a SentenceTransformer from a local folder or packaged short name."""
+               trust_remote_code: bool = False, **kwargs):
+    """Load a SentenceTransformer from a local folder or packaged short name.
+
+    Nothing from the folder runs unless ``trust_remote_code`` (see :mod:`embedtrain.models.trust`);
+    embedtrain's own module classes (task adapters) load without it.
+    """
     from sentence_transformers import SentenceTransformer
+
+    from embedtrain.models.trust import check_model_code, embedtrain_module_classes
 
     path = resolve_model_path(name_or_path)
     if not (path / "config.json").exists() and not (path / "modules.json").exists():
         raise CheckpointError("folder holds no model (no modules.json or config.json)", file=path)
-    if "trust_remote_code" not in kwargs:
-        from embedtrain.adapters.checkpoint import needs_embedtrain_classes
-
-        # Task-adapter checkpoints name an embedtrain module class (installed code, checked there).
-        kwargs["trust_remote_code"] = needs_embedtrain_classes(path)
-    model = SentenceTransformer(str(path), device=device, local_files_only=True, **kwargs)
+    check_model_code(path, trust_remote_code=trust_remote_code)
+    classes = embedtrain_module_classes(path)
+    load_kwargs = {"device": device, "local_files_only": True, "trust_remote_code": trust_remote_code, **kwargs}
+    try:
+        if classes:
+            model = SentenceTransformer._load_with_module_classes(str(path), classes, **load_kwargs)
+        else:
+            model = SentenceTransformer(str(path), **load_kwargs)
+    except Exception as exc:  # noqa: BLE001 - a broken folder (truncated weights, bad JSON...) is one line
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"cannot load the model: {first_line(exc)}", file=path) from None
     if max_seq_length is not None:
         model.max_seq_length = max_seq_length
     return model

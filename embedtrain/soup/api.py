@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Literal
 
 from embedtrain.errors import CheckpointError
+from embedtrain.io.checkpoints import check_new_dir
+from embedtrain.models.resolve import resolve_model_path
 from embedtrain.soup.average import build_soup, normalise_weights
 from embedtrain.soup.greedy import greedy_select
 from embedtrain.soup.ingredients import load_ingredients
@@ -41,7 +43,7 @@ class SoupResult:
 
 def make_soup(checkpoints: Sequence[str | Path], out: str | Path, *, method: Method = "uniform",
               weights: Sequence[float] | None = None, metric: Metric | None = None, metric_name: str | None = None,
-              overwrite: bool = False) -> SoupResult:
+              overwrite: bool = False, trust_remote_code: bool = False) -> SoupResult:
     """Average ``checkpoints`` into ``out``; see the package docstring for the methods."""
     if method not in METHODS:
         raise CheckpointError(f"unknown soup method '{method}'; choose from {list(METHODS)}", field="method")
@@ -53,9 +55,8 @@ def make_soup(checkpoints: Sequence[str | Path], out: str | Path, *, method: Met
         raise CheckpointError("--method greedy needs a held-out metric (--held-out FILE or --mteb-task NAME)",
                               field="method")
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise CheckpointError("output folder exists and is not empty (pass --overwrite)", file=out)
-    ingredients = load_ingredients(list(checkpoints))
+    check_new_dir(out, overwrite=overwrite, protect=[resolve_model_path(c) for c in checkpoints])
+    ingredients = load_ingredients(list(checkpoints), trust_remote_code=trust_remote_code)
     individual: dict[str, float] = {}
     steps: list[dict] = []
     if method == "greedy":
@@ -81,5 +82,5 @@ def make_soup(checkpoints: Sequence[str | Path], out: str | Path, *, method: Met
                     max(individual.values()))
     result = SoupResult(out, method, [m.name for m in members], w, individual, soup_score, steps)
     info = {**result.to_json(), "ingredients": [ing.name for ing in ingredients], "metric": metric_name}
-    write_soup(model, ingredients[0].path, out, info, overwrite=overwrite)
+    write_soup(model, ingredients[0].path, out, info)
     return result

@@ -78,7 +78,7 @@ def build_soup(ingredients: Sequence[Ingredient], weights: Sequence[float], temp
     ``template`` is a loaded model of the same kind to fill (reused between greedy-soup candidates);
     by default a deep copy of the first ingredient's model.
     """
-    from embedtrain.adapters.checkpoint import task_module
+    from embedtrain.adapters.module import task_module
 
     model = template if template is not None else copy.deepcopy(ingredients[0].model)
     state = average_weights(ingredients, weights)

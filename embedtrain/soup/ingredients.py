@@ -60,13 +60,13 @@ def _lora_key(key: str) -> bool:
     return bool(_LORA_KEY.search(key))
 
 
-def load_ingredient(path: str | Path) -> Ingredient:
+def load_ingredient(path: str | Path, *, trust_remote_code: bool = False) -> Ingredient:
     """Load one checkpoint (plain or task-adapter) from a local folder."""
-    from embedtrain.adapters.checkpoint import task_module
+    from embedtrain.adapters.module import task_module
     from embedtrain.models.resolve import load_model
 
     path = Path(path)
-    model = load_model(path, device="cpu")
+    model = load_model(path, device="cpu", trust_remote_code=trust_remote_code)
     # views of the loaded model's tensors, not copies: ingredient models are only read (soups are built in
     # deep copies), so a clone would only double the memory of every ingredient
     weights = {k: v.detach() for k, v in model.state_dict().items() if not _lora_key(k)}
@@ -101,7 +101,8 @@ def _fail(other: Ingredient, ref: Ingredient, what: str, detail: str, file: str 
 
 def check_compatible(ref: Ingredient, other: Ingredient) -> None:
     """Raise :class:`CheckpointError` naming ``other`` and the first thing that differs from ``ref``."""
-    from embedtrain.adapters.checkpoint import modules_json, task_module
+    from embedtrain.adapters.module import task_module
+    from embedtrain.models.trust import modules_json
 
     ref_modules = [(m.get("path"), m.get("type")) for m in modules_json(ref.path)]
     other_modules = [(m.get("path"), m.get("type")) for m in modules_json(other.path)]
@@ -166,13 +167,13 @@ def check_compatible(ref: Ingredient, other: Ingredient) -> None:
                         f"adapters/{name}/adapter_config.json")
 
 
-def load_ingredients(paths: list[str | Path]) -> list[Ingredient]:
+def load_ingredients(paths: list[str | Path], *, trust_remote_code: bool = False) -> list[Ingredient]:
     """Load every checkpoint and check each against the first."""
     if len(paths) < 2:
         raise CheckpointError("a soup needs at least two checkpoints")
     ingredients: list[Ingredient] = []
     for path in paths:
-        ingredient = load_ingredient(path)
+        ingredient = load_ingredient(path, trust_remote_code=trust_remote_code)
         if ingredients:
             check_compatible(ingredients[0], ingredient)
         ingredients.append(ingredient)

@@ -25,7 +25,7 @@ Metric = Callable[[object], float]
 
 
 def _task_context(model, task: str | None):
-    from embedtrain.adapters.checkpoint import require_task_module
+    from embedtrain.adapters.module import require_task_module
 
     if task is None:
         return nullcontext()
@@ -35,17 +35,12 @@ def _task_context(model, task: str | None):
 def held_out_sts(path: str | Path, *, task: str | None = None, columns: dict[str, str] | None = None,
                  max_samples: int | None = None, batch_size: int = 64) -> Metric:
     """Cosine Spearman x 100 on the scored pairs in ``path`` (validated now, evaluated per call)."""
-    from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
-
-    from embedtrain.data import read_records, to_dataset
-    from embedtrain.training.sts_check import run_sts
+    from embedtrain.evaluation.evaluators import run_sts, sts_evaluator
 
     path = Path(path)
     if not path.exists():
         raise DataError("held-out file not found", file=path)
-    ds = to_dataset(read_records(path, None, limit=max_samples), "scored_pairs", columns or {})
-    evaluator = EmbeddingSimilarityEvaluator(ds["sentence1"], ds["sentence2"], ds["score"], name=path.stem,
-                                             batch_size=batch_size, main_similarity="cosine")
+    evaluator = sts_evaluator(path, name=path.stem, columns=columns, max_samples=max_samples, batch_size=batch_size)
 
     def metric(model) -> float:
         with _task_context(model, task):
@@ -59,7 +54,7 @@ def mteb_metric(task_name: str, data_dir: str | Path | None = None, *, task: str
                 batch_size: int = 64) -> Metric:
     """Main score x 100 of MTEB task ``task_name`` (offline, local data) for an in-memory model."""
     from embedtrain.evaluation.encoder import make_encoder
-    from embedtrain.evaluation.runner import run_mteb
+    from embedtrain.evaluation.harness import run_mteb
     from embedtrain.evaluation.tasks import resolve_tasks
 
     tasks = resolve_tasks([task_name], data_dir=data_dir)

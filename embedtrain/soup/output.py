@@ -17,8 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from embedtrain.errors import CheckpointError
-from embedtrain.training.checkpoints import WEIGHT_SUFFIXES
+from embedtrain.io.checkpoints import WEIGHT_SUFFIXES, atomic_save
 
 SOUP_FILE = "soup.json"
 #: Written by sentence-transformers' save but specific to the first ingredient: never copied from it.
@@ -32,24 +31,26 @@ def _is_weight_file(rel: Path) -> bool:
     return rel.parts[:1] == ("adapters",) and name == "adapter_config.json"
 
 
-def write_soup(model, first: Path, out: Path, info: dict[str, Any], *, overwrite: bool = False) -> Path:
-    """Save ``model`` to ``out`` with ``first``'s configuration files and ``info`` as ``soup.json``."""
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise CheckpointError("output folder exists and is not empty (pass --overwrite)", file=out)
-        shutil.rmtree(out)
-    with tempfile.TemporaryDirectory(prefix="embedtrain-soup-") as tmp:
-        model.save(tmp, create_model_card=False)
-        tmp_root = Path(tmp)
-        for src in sorted(p for p in tmp_root.rglob("*") if p.is_file()):
-            rel = src.relative_to(tmp_root)
-            if rel.name in _NOT_FROM_FIRST:
-                continue
-            carried = first / rel
-            chosen = src if _is_weight_file(rel) or not carried.is_file() else carried
-            target = out / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(chosen, target)
-    (out / SOUP_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    return out
+def write_soup(model, first: Path, out: Path, info: dict[str, Any]) -> Path:
+    """Save ``model`` to ``out`` (atomically) with ``first``'s configuration files and ``info`` as ``soup.json``.
+
+    ``out`` was checked (:func:`embedtrain.io.checkpoints.check_new_dir`) before the ingredients were read; an
+    existing folder is replaced only once the new soup is complete.
+    """
+
+    def write(folder: str) -> None:
+        with tempfile.TemporaryDirectory(prefix="embedtrain-soup-") as tmp:
+            model.save(tmp, create_model_card=False)
+            tmp_root = Path(tmp)
+            for src in sorted(p for p in tmp_root.rglob("*") if p.is_file()):
+                rel = src.relative_to(tmp_root)
+                if rel.name in _NOT_FROM_FIRST:
+                    continue
+                carried = first / rel
+                chosen = src if _is_weight_file(rel) or not carried.is_file() else carried
+                target = Path(folder) / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(chosen, target)
+        (Path(folder) / SOUP_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+
+    return atomic_save(write, out)

@@ -14,8 +14,8 @@ import torch
 import torch.distributed as dist
 from sentence_transformers import SentenceTransformer
 
-from embedtrain.config.recipe import LossConfig
 from embedtrain.losses import LossContext, build_loss
+from embedtrain.schema import LossConfig
 
 
 def main() -> None:

@@ -6,8 +6,8 @@ import sys
 
 from transformers import TrainerCallback
 
-from embedtrain.config import load_recipe
-from embedtrain.training import train
+from embedtrain.api import train
+from embedtrain.schema import load_recipe
 
 
 class KillAfterSave(TrainerCallback):

@@ -1,0 +1,221 @@
+"""Typed recipe schema: one recipe model per training stage, chosen by the recipe's ``stage``.
+
+A recipe is the YAML file a user hands to ``embedtrain train``. Every section is a pydantic model with
+``extra="forbid"``, so typos are caught before any model is loaded; :func:`load_recipe` turns pydantic's
+errors into :class:`~embedtrain.errors.RecipeError` naming the file, line and field.
+
+=================  ================================================================================
+``stage``          what the recipe trains
+=================  ================================================================================
+``contrastive``    a sentence-transformer on ``datasets`` with ``loss`` (the default)
+``tasks``          one LoRA adapter (and prompt) per task on a frozen base (``tasks:``)
+``smae``           Starbucks masked-autoencoding pre-training on plain text
+=================  ================================================================================
+
+``stage`` may be left out: a recipe with a ``tasks:`` section is a ``tasks`` recipe, anything else is
+``contrastive`` (the layout of recipes written before ``stage`` existed). Relative data paths are resolved
+against the recipe file's folder, so a recipe works from any working directory; ``output_dir`` is
+relative to the working directory, like every Hugging Face trainer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from pydantic import Field, field_validator
+
+from embedtrain.errors import RecipeError, suggest
+from embedtrain.schema.base import LocatedModel, read_config_data, validate_config
+from embedtrain.schema.data import (
+    NEGATIVE_FORMATS,
+    DatasetConfig,
+    EvaluatorConfig,
+    PromptsConfig,
+    TextDatasetConfig,
+)
+from embedtrain.schema.evaluation import EvalConfig
+from embedtrain.schema.loss import LossConfig
+from embedtrain.schema.model import ModelConfig
+from embedtrain.schema.smae import SmaeConfig
+from embedtrain.schema.tasks import TaskList
+
+#: Keys that belong at the top level of a recipe, never under ``training:``.
+TOP_LEVEL_ONLY = ("output_dir", "seed")
+
+
+class RecipeBase(LocatedModel):
+    """What every recipe has: a start model, training arguments, where the model goes, a seed, an eval."""
+
+    stage: str
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    #: Passed to the trainer's arguments class (``SentenceTransformerTrainingArguments`` or
+    #: ``transformers.TrainingArguments``); names and values are checked before training.
+    training: dict[str, Any] = Field(default_factory=dict)
+    output_dir: str
+    seed: int = 42
+    #: MTEB evaluation of the final model after training (embedtrain.evaluation).
+    eval: EvalConfig | None = None
+
+    @field_validator("training")
+    @classmethod
+    def _no_top_level_keys(cls, training: dict[str, Any]) -> dict[str, Any]:
+        for key in TOP_LEVEL_ONLY:
+            if key in training:
+                raise ValueError(f"set {key} at the top level of the recipe, not under 'training'")
+        return training
+
+    @field_validator("output_dir")
+    @classmethod
+    def _output_dir_named(cls, output_dir: str) -> str:
+        if not output_dir.strip():
+            raise ValueError("output_dir is empty; name the folder the run writes to")
+        return output_dir
+
+    @property
+    def datasets_for_training(self) -> list:
+        """Every dataset the recipe trains on (task recipes: all tasks' datasets, in order)."""
+        return list(getattr(self, "datasets", []))
+
+    @classmethod
+    def arguments_class(cls) -> type:
+        """The dataclass ``training:`` is passed to (sentence-transformers' training arguments by default)."""
+        from sentence_transformers import SentenceTransformerTrainingArguments
+
+        return SentenceTransformerTrainingArguments
+
+    def check(self) -> None:
+        """Rules across sections, checked once the recipe knows its file and lines (errors are located).
+
+        Subclasses extend it; this part checks the names and values under ``training:``.
+        """
+        from embedtrain.schema.training_args import check_training_section
+
+        check_training_section(self, self.arguments_class())
+
+
+class ContrastiveRecipe(RecipeBase):
+    """Train a sentence-transformer on one or more datasets with a loss (``stage: contrastive``)."""
+
+    stage: Literal["contrastive"] = "contrastive"
+    datasets: list[DatasetConfig] = Field(default_factory=list, validate_default=True)
+    loss: LossConfig
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+    #: Quick sentence-transformers evaluators run before and after training (``eval:`` runs MTEB).
+    evaluators: list[EvaluatorConfig] = Field(default_factory=list)
+    multi_dataset_sampler: Literal["proportional", "round_robin"] = "proportional"
+
+    @field_validator("datasets")
+    @classmethod
+    def _unique_names(cls, datasets: list[DatasetConfig]) -> list[DatasetConfig]:
+        if not datasets:
+            raise ValueError("at least one dataset is required (or a 'tasks' section for per-task adapters)")
+        seen: set[str] = set()
+        for ds in datasets:
+            if ds.name in seen:
+                raise ValueError(f"dataset name '{ds.name}' is used twice; names must be unique")
+            seen.add(ds.name)
+        return datasets
+
+    def check(self) -> None:
+        super().check()
+        for i, ds in enumerate(self.datasets):
+            if ds.mining is not None and ds.mining.dynamic is not None and ds.format not in NEGATIVE_FORMATS:
+                raise self.error(f"dynamic mining replaces hard negatives, but format '{ds.format}' has none; "
+                                 f"use format {sorted(NEGATIVE_FORMATS)} (e.g. the output of `embedtrain mine`)",
+                                 "datasets", i, "mining", "dynamic")
+
+
+class TaskRecipe(RecipeBase):
+    """Per-task LoRA adapters on a frozen base, jina-embeddings-v3 style (``stage: tasks``).
+
+    ``loss`` is the default loss of every task dataset that names none (nor its task).
+    """
+
+    stage: Literal["tasks"] = "tasks"
+    tasks: TaskList
+    loss: LossConfig | None = None
+    #: Not used by a task recipe: accepted only to say where these sections belong instead.
+    datasets: list[DatasetConfig] = Field(default_factory=list, exclude=True)
+    evaluators: list[EvaluatorConfig] = Field(default_factory=list, exclude=True)
+
+    def check(self) -> None:
+        super().check()
+        if self.datasets:
+            raise self.error("a recipe with 'tasks' trains only the tasks' datasets; move these datasets under a "
+                             "task (tasks[i].datasets)", "datasets")
+        if self.evaluators:
+            raise self.error("put evaluators under the task whose adapter they should use (tasks[i].evaluators)",
+                             "evaluators")
+        for i, task in enumerate(self.tasks):
+            for j, ds in enumerate(task.datasets):
+                if ds.loss is None and task.loss is None and self.loss is None:
+                    raise self.error("no loss for this dataset: set 'loss' on the dataset, its task or the recipe",
+                                     "tasks", i, "datasets", j)
+
+    @property
+    def datasets_for_training(self) -> list:
+        return [ds for task in self.tasks for ds in task.datasets]
+
+
+class SmaeRecipe(RecipeBase):
+    """Starbucks masked-autoencoding pre-training on plain text (``stage: smae``)::
+
+        stage: smae
+        model: {name_or_path: all-MiniLM-L6-v2, max_seq_length: 128}
+        datasets:
+          - {name: sentences, path: corpus.jsonl, format: text}      # one text per row
+        smae: {pairs: null, mlm_probability: 0.15}                      # null: default pairs
+        training: {max_steps: 1000, per_device_train_batch_size: 32, learning_rate: 5.0e-5}
+        output_dir: runs/smae
+    """
+
+    stage: Literal["smae"]
+    datasets: list[TextDatasetConfig] = Field(min_length=1)
+    smae: SmaeConfig = Field(default_factory=SmaeConfig)
+
+    @classmethod
+    def arguments_class(cls) -> type:
+        from transformers import TrainingArguments
+
+        return TrainingArguments
+
+
+#: Any recipe.
+Recipe = Union[ContrastiveRecipe, TaskRecipe, SmaeRecipe]  # noqa: UP007 - a runtime alias
+RECIPE_CLASSES: dict[str, type[RecipeBase]] = {
+    "contrastive": ContrastiveRecipe,
+    "tasks": TaskRecipe,
+    "smae": SmaeRecipe,
+}
+
+
+def recipe_stage(data: dict[str, Any], *, path: str | Path | None = None, line: int | None = None,
+                 origin: str | None = None) -> str:
+    """The stage a recipe mapping declares (or implies, for recipes without ``stage``).
+
+    ``path``/``line`` place an error about an unknown stage; ``origin`` is the ``--set`` argument that set it.
+    """
+    stage = data.get("stage")
+    if stage is None:
+        return "tasks" if "tasks" in data else "contrastive"
+    if stage not in RECIPE_CLASSES:
+        message = f"unknown stage {stage!r}." + suggest(str(stage), RECIPE_CLASSES) + f" Stages: {sorted(RECIPE_CLASSES)}"
+        if origin is not None:
+            raise RecipeError(message, field=f"stage (from --set '{origin}')")
+        raise RecipeError(message, file=path, line=line, field="stage")
+    return str(stage)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Load and validate a recipe of any stage; raise :class:`RecipeError` naming file, line and field.
+
+    ``overrides`` are ``dotted.key=value`` strings applied on top of the file (``training.max_steps=10``).
+    Only the schema is checked here; :func:`embedtrain.api.validate` also reads every data row and checks
+    training arguments, losses and models, all before a model is loaded.
+    """
+    data, lines, overridden = read_config_data(path, overrides, what="a recipe")
+    stage = recipe_stage(data, path=path, line=lines.get(("stage",)), origin=overridden.get(("stage",)))
+    recipe = validate_config(RECIPE_CLASSES[stage], data, path, lines, overridden)
+    recipe.check()
+    return recipe  # type: ignore[return-value]
