@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import pair_rows, scored_rows, write_recipe, write_rows
 
 from embedtrain.cli import run_app
 from embedtrain.errors import CheckpointError, DataError, RecipeError
-from helpers import pair_rows, scored_rows, write_recipe, write_rows
 
 #: Every subcommand, with arguments that are complete enough to get past the missing-argument check.
 COMMANDS = {
