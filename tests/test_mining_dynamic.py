@@ -11,7 +11,7 @@ import yaml
 
 from embedtrain.errors import CheckpointError, RecipeError
 from embedtrain.mining.dynamic import DynamicMiner, Retriever, is_easy
-from embedtrain.mining.table import ROW_COLUMN, NegativeTable
+from embedtrain.mining.table import ROW_COLUMN, NegativeTable, collate_recording_rows
 from embedtrain.schema.mining import DynamicMiningConfig
 
 
@@ -70,12 +70,12 @@ def test_seen_scope_and_the_rescore_cap():
     scores = ScriptedScores({r: 0.5 for r in range(6)})
     miner = DynamicMiner(table, DynamicMiningConfig(max_rescore=2), scorer_factory=scores)
     miner.initialize(None)
-    table.transform({ROW_COLUMN: [4, 1, 5], "anchor": ["a"] * 3})
+    table.record([4, 1, 5])
     rows = miner.round_rows(step=7)
     assert len(rows) == 2 and set(rows) <= {1, 4, 5}
     assert table.take_seen() == []  # the round consumed the record
     twin = make_table(rows=6)  # the capped subset is a function of (seed, step): same on every rank
-    twin.transform({ROW_COLUMN: [5, 4, 1], "anchor": ["a"] * 3})
+    twin.record([5, 4, 1])
     assert DynamicMiner(twin, miner.config, scorer_factory=scores).round_rows(7) == rows
 
 
@@ -89,7 +89,9 @@ def test_dataset_view_reads_current_negatives_and_chains_the_dataset_name_transf
     base = Dataset.from_dict({"anchor": table.anchors, "positive": [table.positive(r) for r in range(3)],
                               "negative_1": ["x"] * 3, "negative_2": ["y"] * 3})
     view = table.wrap(base)
-    assert view[1] == {"anchor": "query 1", "positive": "pos 1", "negative_1": "neg 1.0", "negative_2": "neg 1.1"}
+    row = view[1]
+    assert row.pop(ROW_COLUMN).endswith(":1")  # the row travels as a tag to the collator
+    assert row == {"anchor": "query 1", "positive": "pos 1", "negative_1": "neg 1.0", "negative_2": "neg 1.1"}
     table.advance(1)
     assert view[1]["negative_1"] == "neg 1.2"
     # what sentence-transformers does for multi-dataset runs: a set_transform that wraps ours
@@ -97,7 +99,17 @@ def test_dataset_view_reads_current_negatives_and_chains_the_dataset_name_transf
                                **view._format_kwargs))
     batch = view[[0, 1]]
     assert batch["negative_2"] == ["neg 0.1", "neg 1.3"] and batch["dataset_name"] == ["toy", "toy"]
-    assert ROW_COLUMN not in batch and table.take_seen() == [0, 1]
+    assert table.take_seen() == []  # reads (the sampler's, a resume's skipped batches) are not training
+    # the collator records the rows it collates and drops their tags before tokenising
+    collated = []
+    collate = collate_recording_rows(collated.append, [table])
+    collate([view[1], view[0]])
+    collate([view[2]])  # fetched ahead: not trained yet
+    assert table.take_seen() == [] and all(ROW_COLUMN not in f for f in collated[0])
+    collate.commit(1)
+    assert table.take_seen() == [0, 1]
+    collate.commit(1)
+    assert table.take_seen() == [2]
 
 
 def test_state_round_trips_and_refuses_other_data(tmp_path):
@@ -156,7 +168,7 @@ def test_ranks_split_the_scoring_and_end_with_identical_tables():
         miner = DynamicMiner(table, DynamicMiningConfig(), scorer_factory=scores, collective=world.rank_view(rank))
         miner.initialize(None)
         # each rank read different rows (its share of the batches); the round must use the union
-        table.transform({ROW_COLUMN: [0, 1, 2, 3] if rank == 0 else [4, 5, 6], "anchor": ["a"] * 4})
+        table.record([0, 1, 2, 3] if rank == 0 else [4, 5, 6])
         scores.scores.update(later)
         miner.run_round(None, step=10)
         results[rank] = table
@@ -335,7 +347,7 @@ def _gloo_worker(rank: int, world: int, port: int, out_dir: str) -> None:
         scores = ScriptedScores({r: 0.6 for r in range(8)})
         miner = DynamicMiner(table, DynamicMiningConfig(), scorer_factory=scores)
         miner.initialize(None)
-        table.transform({ROW_COLUMN: [rank, rank + 2, 7], "anchor": ["a"] * 3})
+        table.record([rank, rank + 2, 7])
         scores.scores.update({r: (0.1 if r in (2, 7) else 0.6) for r in range(8)})
         miner.run_round(None, step=5)
         np.savez(f"{out_dir}/rank{rank}.npz", ids=table.current_ids, scored=np.array(scores.scored[1]),

@@ -11,6 +11,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from embedtrain.errors import EmbedtrainError
+from embedtrain.io.secrets import install_filter
 
 app = typer.Typer(name="embedtrain", help="Train, evaluate and ship text embedding models.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -28,6 +29,7 @@ def setup_logging(verbose: bool = False) -> None:
                         force=True)
     for noisy in ("httpx", "urllib3", "filelock", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    install_filter()  # secrets from recipes never reach a log line
 
 
 @app.callback()

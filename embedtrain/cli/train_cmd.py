@@ -26,6 +26,9 @@ def train(
     result = api.train(recipe, set_, resume=resume, overwrite=overwrite, progress=True)
     if not result.is_main_process:
         return
+    if result.already_finished:
+        out.print(f"already finished: {result.final_dir} ({result.global_step} steps); nothing to do")
+        return
     if result.scores_after:
         table = Table(title="quick checks (cosine Spearman x 100)")
         for col, justify in (("evaluator", "left"), ("before", "right"), ("after", "right"), ("delta", "right")):

@@ -53,6 +53,12 @@ def read_sts(path: Path, columns: Mapping[str, str], file_type: str | None = Non
         s1.append(row_text(records, i, c1))
         s2.append(row_text(records, i, c2))
         scores.append(row_score(records, i, cs))
+    if len(scores) < 2:
+        raise DataError(f"an STS task needs at least 2 scored pairs to correlate, this file has {len(scores)}",
+                        file=path)
+    if len(set(scores)) == 1:
+        raise DataError(f"all {len(scores)} gold scores are equal ({scores[0]}), so a rank correlation with them is "
+                        "undefined", file=path, field=cs)
     return Dataset.from_dict({"sentence1": s1, "sentence2": s2, "score": scores})
 
 
@@ -78,6 +84,9 @@ def read_classification(path: Path, columns: Mapping[str, str], file_type: str |
             raise records.error(i, cl, f"label {label!r} is a {type(label).__name__} but earlier labels are "
                                        f"{label_type.__name__}s; use one type per file")
         labels.append(label)
+    if len(set(labels)) < 2:
+        raise DataError(f"a classification file needs at least 2 different labels, this one has only {labels[0]!r}",
+                        file=path, field=cl)
     return Dataset.from_dict({"text": texts, "label": labels})
 
 

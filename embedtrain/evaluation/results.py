@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -94,13 +95,16 @@ class EvalSummary:
     variant: dict[str, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """Plain JSON data; a score that is not a finite number (NaN) is written as null."""
         data = asdict(self)
-        data["scores"] = {k: {"metric": v.metric, "value": v.value} for k, v in self.scores.items()}
+        data["scores"] = {k: {"metric": v.metric, "value": v.value if math.isfinite(v.value) else None}
+                          for k, v in self.scores.items()}
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EvalSummary:
-        scores = {k: TaskScore(k, v["metric"], float(v["value"])) for k, v in data.get("scores", {}).items()}
+        scores = {k: TaskScore(k, v["metric"], float("nan") if v["value"] is None else float(v["value"]))
+                  for k, v in data.get("scores", {}).items()}
         return cls(data["label"], data["checkpoint"], data["fingerprint"], scores, data.get("variant"))
 
     def means(self) -> dict[str, float]:
@@ -146,7 +150,7 @@ def write_summary(summary: EvalSummary, output_dir: Path) -> tuple[Path, Path]:
     """Write ``scores.json`` and ``summary.md`` into ``output_dir``; returns their paths."""
     output_dir.mkdir(parents=True, exist_ok=True)
     scores_path = output_dir / SCORES_FILE
-    scores_path.write_text(json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8")
+    scores_path.write_text(json.dumps(summary.to_json(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     md_path = output_dir / SUMMARY_FILE
     md_path.write_text(markdown_table(summary), encoding="utf-8")
     return scores_path, md_path

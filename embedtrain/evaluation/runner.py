@@ -10,6 +10,7 @@ weights.
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,13 +65,13 @@ def evaluate_checkpoint(checkpoint: str | Path, *, tasks: Sequence[str] | None =
     label = model_label(checkpoint, model_dir)
     output_dir = Path(output).expanduser() if output is not None else default_output_dir(model_dir, label)
     grid_spec = None
+    for task in task_objs:  # read (and so check) every task's data before any result is written
+        task.load_data()
     model = load_model(model_dir, device=device, trust_remote_code=trust_remote_code)
     if dims or layers:
         from embedtrain.evaluation.grid import check_grid
 
         grid_spec = check_grid(model, dims=dims, layers=layers)  # fail before the long run starts
-        for task in task_objs:  # loaded here, mteb keeps the data across the grid's runs
-            task.load_data()
 
     from embedtrain.evaluation.encoder import make_encoder
 
@@ -78,8 +79,14 @@ def evaluate_checkpoint(checkpoint: str | Path, *, tasks: Sequence[str] | None =
     encoder = make_encoder(model, label=label, fingerprint=fingerprint, cache=cache)
     logger.info("evaluating %s (weights %s) on %s -> %s", label, fingerprint,
                 ", ".join(t.metadata.name for t in task_objs), output_dir)
-    results = run_mteb(encoder, task_objs, output_dir=output_dir, batch_size=batch_size,
-                       show_progress=show_progress, reuse=reuse)
+    created = not output_dir.exists()
+    try:
+        results = run_mteb(encoder, task_objs, output_dir=output_dir, batch_size=batch_size,
+                           show_progress=show_progress, reuse=reuse)
+    except BaseException:
+        if created and output_dir.is_dir() and not any(p.is_file() for p in output_dir.rglob("*")):
+            shutil.rmtree(output_dir)  # no empty results folder left behind
+        raise
     summary = summary_from_results(label, str(checkpoint), fingerprint, results, task_objs)
     report = EvalReport(summary, output_dir, result_paths(output_dir, encoder, task_objs),
                         list(write_summary(summary, output_dir)))

@@ -20,6 +20,7 @@ import yaml
 
 from embedtrain.hub.results import ResultRow, eval_results
 from embedtrain.io.checkpoints import RECIPE_FILE
+from embedtrain.io.secrets import redact
 from embedtrain.models.resolve import PACKAGED_MODELS
 
 #: Packaged short names -> Hub ids (for the ``base_model`` field).
@@ -52,8 +53,8 @@ def hub_base_model(name: str | None) -> str | None:
 
 
 def public_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a dumped recipe with every local path reduced to its file or folder name."""
-    data = json.loads(json.dumps(recipe))  # deep copy of plain data
+    """A copy of a dumped recipe with every local path reduced to its file or folder name and secrets masked."""
+    data = redact(json.loads(json.dumps(recipe)))  # deep copy of plain data
     if isinstance(data.get("model"), dict):
         data["model"]["name_or_path"] = public_name(data["model"].get("name_or_path"))
     if "output_dir" in data:

@@ -24,13 +24,14 @@ import yaml
 
 from embedtrain.errors import CheckpointError, EmbedtrainError
 from embedtrain.hub.card import RECIPE_FILE, build_card, public_recipe, public_soup, read_recipe
-from embedtrain.io.checkpoints import check_new_dir, is_trainer_state
+from embedtrain.io.checkpoints import MANIFEST, check_new_dir, is_trainer_state
+from embedtrain.io.secrets import register_secret, scrub
 
 logger = logging.getLogger(__name__)
 
 #: Not uploaded: trainer state (``is_trainer_state``), the checkpoint's own README (a new card is written)
 #: and folders that only make sense on the training machine.
-EXCLUDED_FILES = {"README.md"}
+EXCLUDED_FILES = {"README.md", MANIFEST}
 EXCLUDED_DIRS = {"eval", "eval_results", "runs", "__pycache__"}
 
 
@@ -94,8 +95,6 @@ def resolve_token(token: str | None) -> str | None:
     return token or os.environ.get("HF_TOKEN") or None
 
 
-def _scrub(text: str, token: str | None) -> str:
-    return text.replace(token, "***") if token else text
 
 
 def push(checkpoint: str | Path, repo_id: str, *, token: str | None = None, private: bool = False,
@@ -107,6 +106,8 @@ def push(checkpoint: str | Path, repo_id: str, *, token: str | None = None, priv
         logger.info("dry run: wrote the %d files that would be uploaded to %s into %s", len(files), repo_id, dry_run)
         return PushResult(repo_id, Path(dry_run), files, uploaded=False)
     token = resolve_token(token)
+    if token:
+        register_secret(token)
     with tempfile.TemporaryDirectory(prefix="embedtrain-push-") as tmp:
         staged = Path(tmp) / "upload"
         files = stage_folder(checkpoint, staged, repo_id, results_dirs=results_dirs)
@@ -120,7 +121,7 @@ def push(checkpoint: str | Path, repo_id: str, *, token: str | None = None, priv
             info = api.upload_folder(folder_path=str(staged), repo_id=repo_id, repo_type="model",
                                      commit_message=commit_message or "Upload model trained with embedtrain")
         except Exception as exc:  # network/auth errors: report without a traceback, never with the token
-            raise PushError(_scrub(f"upload to {repo_id} failed: {type(exc).__name__}: {exc}", token)) from None
+            raise PushError(scrub(f"upload to {repo_id} failed: {type(exc).__name__}: {exc}")) from None
     url = getattr(info, "commit_url", None) or (str(info) if info is not None else None)
     logger.info("uploaded to %s", repo_id)
-    return PushResult(repo_id, Path(checkpoint), files, uploaded=True, url=_scrub(url, token) if url else None)
+    return PushResult(repo_id, Path(checkpoint), files, uploaded=True, url=scrub(url) if url else None)

@@ -3,15 +3,18 @@ written safely (atomically) and never over a user's files by accident, and which
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import yaml
-from transformers.trainer_utils import get_last_checkpoint
 
-from embedtrain.errors import CheckpointError, RecipeError
+from embedtrain.errors import CheckpointError
+from embedtrain.io.secrets import redact
 
 if TYPE_CHECKING:
     from embedtrain.schema.base import LocatedModel
@@ -55,56 +58,222 @@ def check_new_dir(path: str | Path, *, overwrite: bool = False, what: str = "out
     return path
 
 
-def last_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest ``checkpoint-N`` folder in ``output_dir`` (None if there is none)."""
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir():
-        return None
-    found = get_last_checkpoint(str(output_dir))
-    return Path(found) if found else None
+#: Written last into every checkpoint-N and final folder: the files of the folder and their sizes. A folder
+#: without it (or whose files no longer match it) was interrupted while being written and is never resumed from.
+MANIFEST = "embedtrain_complete.json"
+CHECKPOINT_PREFIX = "checkpoint-"
 
 
-def check_output_dir(recipe: LocatedModel, resume: bool, overwrite: bool) -> Path | None:
-    """The checkpoint to resume from, after refusing to silently train over an earlier run.
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
-    ``recipe`` is any recipe with an ``output_dir``. With ``resume`` the newest checkpoint is returned (None,
-    with a warning, if there is none); otherwise existing checkpoints are an error unless ``overwrite``.
-    """
-    output_dir = recipe.output_dir  # type: ignore[attr-defined]
-    ckpt = last_checkpoint(output_dir)
-    if resume:
-        if ckpt is None:
-            logger.warning("--resume: no checkpoint in %s, starting from scratch", output_dir)
-        return ckpt
-    if ckpt is not None and not overwrite:
-        raise RecipeError(
-            f"output_dir already holds {ckpt.name}; pass --resume to continue that run or --overwrite to "
-            "start over (existing checkpoints are then replaced as the new run saves)",
-            file=recipe.source, line=recipe.line_of("output_dir"), field="output_dir")
+
+def seal(folder: str | Path) -> Path:
+    """Mark ``folder`` complete: flush its files to disk, then atomically write :data:`MANIFEST` listing them."""
+    folder = Path(folder)
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
+        _fsync(path)
+        files[path.relative_to(folder).as_posix()] = path.stat().st_size
+    tmp = folder / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps({"files": files}, indent=1) + "\n", encoding="utf-8")
+    _fsync(tmp)
+    os.replace(tmp, folder / MANIFEST)
+    _fsync(folder)
+    return folder / MANIFEST
+
+
+def incomplete_reason(folder: str | Path) -> str | None:
+    """None when ``folder`` was sealed and still holds every sealed file at its size; else why not."""
+    folder = Path(folder)
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        return "no completeness marker (the save was interrupted)"
+    try:
+        files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unreadable completeness marker"
+    for rel, size in files.items():
+        path = folder / rel
+        if not path.is_file():
+            return f"{rel} is missing"
+        if path.stat().st_size != size:
+            return f"{rel} has {path.stat().st_size} bytes, {size} were written"
     return None
 
 
-def atomic_save(save_fn, target: str | Path) -> Path:
-    """Write a model with ``save_fn(tmp_dir)`` then swap it into ``target``.
+def checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
+    """``(step, folder)`` of every ``checkpoint-N`` folder in ``output_dir``, oldest first."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    found = []
+    for path in output_dir.iterdir():
+        step = path.name[len(CHECKPOINT_PREFIX):]
+        if path.is_dir() and path.name.startswith(CHECKPOINT_PREFIX) and step.isdigit():
+            found.append((int(step), path))
+    return sorted(found)
 
-    A crash while saving leaves any earlier ``target`` untouched; the previous folder is removed only
-    after the new one is complete.
+
+def last_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest *complete* ``checkpoint-N`` folder in ``output_dir`` (None if there is none)."""
+    complete = [path for _, path in checkpoints(output_dir) if incomplete_reason(path) is None]
+    return complete[-1] if complete else None
+
+
+def rotate_checkpoints(output_dir: str | Path, keep: int | None, protect: Path | None = None) -> list[Path]:
+    """Delete the oldest complete checkpoints beyond the newest ``keep`` (never an incomplete one, never
+    ``protect``, e.g. the best checkpoint); returns what was deleted."""
+    if keep is None or keep <= 0:
+        return []
+    complete = [path for _, path in checkpoints(output_dir) if incomplete_reason(path) is None]
+    doomed = [p for p in complete[:-keep] if protect is None or p.resolve() != Path(protect).resolve()]
+    for path in doomed:
+        shutil.rmtree(path)
+    return doomed
+
+
+def recover_interrupted_swap(target: str | Path) -> None:
+    """Finish or undo an :func:`atomic_save` that was killed between its renames.
+
+    ``<target>.tmp`` complete and ``target`` missing: the swap was interrupted after the old folder moved
+    aside; the new one is moved into place. Leftover ``.tmp`` (incomplete) and ``.old`` folders are removed.
+    """
+    target = Path(target)
+    tmp, old = target.with_name(target.name + ".tmp"), target.with_name(target.name + ".old")
+    if not target.exists() and tmp.is_dir() and incomplete_reason(tmp) is None:
+        os.replace(tmp, target)
+        logger.info("completed the interrupted save of %s", target)
+    elif not target.exists() and old.is_dir():
+        os.replace(old, target)
+        logger.info("restored %s from its copy kept during an interrupted save", target)
+    for leftover in (tmp, old):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+            logger.info("removed %s, left by an interrupted save", leftover)
+
+
+@dataclass
+class OutputPlan:
+    """What a run does with its ``output_dir``: resume from ``resume_from`` (None: start), or nothing at all
+    because the run already finished (``finished``)."""
+
+    resume_from: Path | None = None
+    finished: bool = False
+    global_step: int = 0
+
+
+def _finished_step(output_dir: Path, last: Path | None, max_steps: int | None,
+                   num_train_epochs: float | None) -> int | None:
+    """The step a finished run ended at (None if it has more to do): ``final`` is complete and the last
+    checkpoint (if any) reached the end this run asks for (``max_steps``, else the same number of epochs)."""
+    final = output_dir / FINAL_DIR
+    if not final.is_dir() or incomplete_reason(final) is not None:
+        return None
+    if last is None:
+        return 0
+    try:
+        state = json.loads((last / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    step = int(state.get("global_step", 0))
+    if max_steps is not None and max_steps > 0:
+        target = max_steps
+    elif num_train_epochs is not None and float(state.get("num_train_epochs", -1)) != float(num_train_epochs):
+        return None  # a different length than the saved run: it has more to do
+    else:
+        target = int(state.get("max_steps", 0) or 0)
+    return step if target and step >= target else None
+
+
+def plan_output_dir(recipe: LocatedModel, resume: bool, overwrite: bool, *, max_steps: int | None = None,
+                    num_train_epochs: float | None = None) -> OutputPlan:
+    """Decide what a run does with ``recipe.output_dir`` before it trains; never trains over an earlier run silently.
+
+    * ``--overwrite``: the previous run's checkpoints and ``final`` are removed (logged) and a new run starts.
+    * ``--resume``: the newest *complete* checkpoint is the resume point; incomplete ones (a save killed half-way)
+      are reported and moved aside as ``checkpoint-N.incomplete``; a finished run (complete ``final``, last
+      checkpoint at the last step this run asks for: ``max_steps``, or the same ``num_train_epochs``) is
+      reported and not trained again. Asking for more steps continues it.
+    * neither: an ``output_dir`` holding checkpoints or a ``final`` model is an error naming both options.
+    """
+    output_dir = Path(recipe.output_dir)  # type: ignore[attr-defined]
+    if output_dir.exists() and not output_dir.is_dir():
+        raise recipe.error("output_dir is a file, not a folder", "output_dir")
+    recover_interrupted_swap(output_dir / FINAL_DIR)
+    found = checkpoints(output_dir)
+    has_final = (output_dir / FINAL_DIR).exists()
+    if overwrite:
+        for _, path in found:
+            shutil.rmtree(path)
+        if has_final:
+            shutil.rmtree(output_dir / FINAL_DIR)
+        if found or has_final:
+            logger.warning("--overwrite: removed %d checkpoint(s)%s of the previous run in %s", len(found),
+                           " and final/" if has_final else "", output_dir)
+        return OutputPlan()
+    if not resume:
+        if found or has_final:
+            what = found[-1][1].name if found else f"a trained model ({FINAL_DIR}/)"
+            raise recipe.error(f"output_dir already holds {what}; pass --resume to continue that run or --overwrite "
+                               "to start a new one (the old checkpoints and final model are then removed)",
+                               "output_dir")
+        return OutputPlan()
+    complete = []
+    for step, path in found:
+        reason = incomplete_reason(path)
+        if reason is None:
+            complete.append(path)
+            continue
+        aside = path.with_name(f"{path.name}.incomplete")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = path.with_name(f"{path.name}.incomplete{n}")
+        os.replace(path, aside)
+        logger.warning("--resume: %s is incomplete (%s); skipped and kept as %s", path.name, reason, aside.name)
+    last = complete[-1] if complete else None
+    finished = _finished_step(output_dir, last, max_steps, num_train_epochs)
+    if finished is not None:
+        return OutputPlan(last, finished=True, global_step=finished)
+    if last is None:
+        logger.warning("--resume: no complete checkpoint in %s, starting from scratch", output_dir)
+    return OutputPlan(last)
+
+
+def atomic_save(save_fn, target: str | Path) -> Path:
+    """Write a folder with ``save_fn(tmp_dir)``, seal it (:func:`seal`), then swap it into ``target``.
+
+    A kill while saving leaves any earlier ``target`` untouched (or, between the two renames of the swap, both
+    folders intact, which :func:`recover_interrupted_swap` resolves); the previous folder is removed only after
+    the new one is in place.
     """
     target = Path(target)
     tmp = target.with_name(target.name + ".tmp")
     old = target.with_name(target.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
+    recover_interrupted_swap(target)
     save_fn(str(tmp))
+    seal(tmp)
     if target.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-    tmp.rename(target)
+        os.replace(target, old)
+    os.replace(tmp, target)
+    _fsync(target.parent)
     shutil.rmtree(old, ignore_errors=True)
     return target
 
 
 def save_with_recipe(model, recipe: LocatedModel, folder: str | Path) -> None:
-    """Save a sentence-transformer to ``folder`` with the validated recipe beside it (:data:`RECIPE_FILE`)."""
+    """Save a sentence-transformer to ``folder`` with the validated recipe beside it (:data:`RECIPE_FILE`),
+    secrets redacted (:mod:`embedtrain.io.secrets`)."""
     model.save(str(folder))
-    dump = recipe.model_dump(mode="json", exclude_defaults=False)
+    dump = redact(recipe.model_dump(mode="json", exclude_defaults=False))
     Path(folder, RECIPE_FILE).write_text(yaml.safe_dump(dump, sort_keys=False), encoding="utf-8")

@@ -18,7 +18,7 @@ from embedtrain.io.formats import FORMATS, resolve_columns, row_negatives
 from embedtrain.io.readers import read_records
 from embedtrain.mining.dynamic import DynamicMiner, DynamicMiningCallback, ModelScorer, Retriever
 from embedtrain.mining.offline import read_corpus
-from embedtrain.mining.table import NegativeTable
+from embedtrain.mining.table import NegativeTable, collate_recording_rows
 from embedtrain.schema.mining import DynamicMiningConfig
 
 logger = logging.getLogger(__name__)
@@ -118,3 +118,11 @@ def attach_dynamic_mining(miners: list[tuple], train_datasets: dict, resume_from
     if resume_from is not None:
         DynamicMiningCallback.restore(only, resume_from)
     return [DynamicMiningCallback(only)]
+
+
+def record_trained_rows(trainer, callbacks: list[TrainerCallback]) -> None:
+    """Make ``trainer``'s data collator record the table rows of every training batch (for the ``seen`` scope)."""
+    for callback in callbacks:
+        if isinstance(callback, DynamicMiningCallback):
+            callback.rows = collate_recording_rows(trainer.data_collator, [m.table for m in callback.miners])
+            trainer.data_collator = callback.rows

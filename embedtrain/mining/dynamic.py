@@ -265,13 +265,20 @@ class DynamicMiningCallback(TrainerCallback):
 
     def __init__(self, miners: Sequence[DynamicMiner]) -> None:
         self.miners = list(miners)
+        #: The collator that notes each batch's rows (see embedtrain.mining.table.RowRecordingCollator).
+        self.rows = None
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         for miner in self.miners:
             if not miner.restored:
                 miner.initialize(model, miner.file_scores)
+            else:  # rows trained on before the checkpoint, since its last round
+                miner.table.take_seen()
+                miner.table.record(miner.table.restored_seen)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.rows is not None:
+            self.rows.commit(args.gradient_accumulation_steps)
         for miner in self.miners:
             if state.global_step > 0 and state.global_step % miner.config.every_steps == 0:
                 miner.run_round(model, state.global_step)

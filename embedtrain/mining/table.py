@@ -4,8 +4,13 @@
 once, so the negatives of a row cannot be rewritten in place. Instead :meth:`NegativeTable.wrap`
 adds a row-index column and a ``with_transform`` that, whenever rows are read (by the batch
 sampler or the dataloader), replaces ``negative_1 ... negative_n`` with the row's *current*
-negatives from this table and drops the index column. sentence-transformers chains its own
-``dataset_name`` transform on top, so prompts and per-dataset losses keep working.
+negatives from this table. sentence-transformers chains its own ``dataset_name`` transform on top,
+so prompts and per-dataset losses keep working.
+
+Which rows were *trained on* is recorded by the data collator (:meth:`NegativeTable.collate`), not by
+the reads: the duplicate-free batch sampler reads every row it considers, and a resumed run reads the
+batches it skips, neither of which is training. The row index travels to the collator as a tagged
+string (:data:`ROW_TAG`), which the collator removes before tokenising.
 
 Per row the table keeps a ranked list of candidate negatives (the row's negatives from the file,
 then its extra candidates), the ids of the current negatives, a cursor to the next unused
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +37,48 @@ import numpy as np
 from embedtrain.errors import CheckpointError
 
 ROW_COLUMN = "__embedtrain_row"
+#: Prefix of the row tags in :data:`ROW_COLUMN` (a NUL byte: never part of real text, so the batch sampler's
+#: duplicate check cannot mistake a tag for a text).
+ROW_TAG = "\x00embedtrain-row:"
+
+
+class RowRecordingCollator:
+    """Wraps a data collator: notes each batch's table rows, drops the tags, then collates.
+
+    Dataloaders fetch ahead (accelerate collates the next batch before the current one trains), so a batch's
+    rows are only *pending* when collated; :meth:`commit` moves the oldest batches to their tables' ``seen``
+    once they have trained (the dynamic-mining callback commits ``gradient_accumulation_steps`` batches per
+    optimizer step). Every other attribute is the wrapped collator's (trainers read settings from it).
+    """
+
+    def __init__(self, collate_fn, tables: Sequence[NegativeTable]) -> None:
+        self.collate_fn = collate_fn
+        self.tables = {table.name: table for table in tables}
+        self.pending: deque[dict[str, list[int]]] = deque()
+
+    def __call__(self, features):
+        rows: dict[str, list[int]] = {}
+        for feature in features:
+            tag = feature.pop(ROW_COLUMN, None) if isinstance(feature, dict) else None
+            if tag is not None:
+                name, _, row = tag[len(ROW_TAG):].rpartition(":")
+                rows.setdefault(name, []).append(int(row))
+        self.pending.append(rows)
+        return self.collate_fn(features)
+
+    def commit(self, batches: int = 1) -> None:
+        """The oldest ``batches`` collated batches have trained: record their rows."""
+        for _ in range(min(batches, len(self.pending))):
+            for name, rows in self.pending.popleft().items():
+                self.tables[name].record(rows)
+
+    def __getattr__(self, name: str):
+        return getattr(self.__dict__["collate_fn"], name)
+
+
+def collate_recording_rows(collate_fn, tables: Sequence[NegativeTable]) -> RowRecordingCollator:
+    """``collate_fn`` wrapped to record the table rows of every batch (see :class:`RowRecordingCollator`)."""
+    return RowRecordingCollator(collate_fn, tables)
 
 
 class NegativeTable:
@@ -60,6 +108,7 @@ class NegativeTable:
         self.refresh_count = np.zeros(size, dtype=np.int64)
         self.history: list[dict[str, Any]] = []
         self.seen: set[int] = set()
+        self.restored_seen: set[int] = set()
         self._fingerprint: str | None = None
 
     # -- texts -------------------------------------------------------------------------------
@@ -93,16 +142,20 @@ class NegativeTable:
         return dataset.add_column(ROW_COLUMN, list(range(len(self)))).with_transform(self.transform)
 
     def transform(self, batch: dict[str, list]) -> dict[str, list]:
-        """``with_transform`` hook: current negatives for the rows in ``batch``; drops the index column."""
+        """``with_transform`` hook: current negatives for the rows in ``batch``; the row index becomes a tag."""
         batch = dict(batch)
-        rows = [int(r) for r in batch.pop(ROW_COLUMN)]
-        self.seen.update(rows)
+        rows = [int(r) for r in batch[ROW_COLUMN]]
+        batch[ROW_COLUMN] = [f"{ROW_TAG}{self.name}:{r}" for r in rows]
         for k in range(self.num_negatives):
             batch[f"negative_{k + 1}"] = [self.texts[self.current_ids[r, k]] for r in rows]
         return batch
 
+    def record(self, rows: Sequence[int]) -> None:
+        """Note ``rows`` as trained on (what the collator does for every training batch)."""
+        self.seen.update(int(r) for r in rows)
+
     def take_seen(self) -> list[int]:
-        """Rows read since the last call, sorted; clears the record."""
+        """Rows trained on since the last call, sorted; clears the record."""
         rows = sorted(self.seen)
         self.seen.clear()
         return rows
@@ -144,6 +197,7 @@ class NegativeTable:
     def state_dict(self) -> dict[str, Any]:
         return {"current_ids": self.current_ids.copy(), "cursor": self.cursor.copy(), "initial": self.initial.copy(),
                 "current": self.current.copy(), "refresh_count": self.refresh_count.copy(),
+                "seen": np.array(sorted(self.seen), dtype=np.int64),
                 "history": list(self.history), "fingerprint": self.fingerprint()}
 
     def load_state_dict(self, state: dict[str, Any], source: str | Path | None = None) -> None:
@@ -157,6 +211,8 @@ class NegativeTable:
         self.current = np.array(state["current"], dtype=np.float64)
         self.refresh_count = np.array(state["refresh_count"], dtype=np.int64)
         self.history = list(state["history"])
+        #: Rows read since the last round when the state was saved (they belong to the next round).
+        self.restored_seen = {int(r) for r in state.get("seen", ())}
 
     def save(self, path: str | Path) -> Path:
         """Write the state to ``path`` (``.npz``), atomically."""

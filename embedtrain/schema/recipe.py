@@ -26,6 +26,7 @@ from typing import Any, Literal, Union
 from pydantic import Field, field_validator
 
 from embedtrain.errors import RecipeError, suggest
+from embedtrain.io.secrets import register_secret, secret_values
 from embedtrain.schema.base import LocatedModel, read_config_data, validate_config
 from embedtrain.schema.data import (
     NEGATIVE_FORMATS,
@@ -216,6 +217,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """
     data, lines, overridden = read_config_data(path, overrides, what="a recipe")
     stage = recipe_stage(data, path=path, line=lines.get(("stage",)), origin=overridden.get(("stage",)))
+    for secret in secret_values(data):  # scrubbed from every log line from now on
+        register_secret(secret)
     recipe = validate_config(RECIPE_CLASSES[stage], data, path, lines, overridden)
     recipe.check()
     return recipe  # type: ignore[return-value]

@@ -69,6 +69,11 @@ def build_training_args(recipe, args_class: type, stage_defaults: dict[str, Any]
     for key, value in (extra or {}).items():
         if key not in recipe.training:
             kwargs[key] = value
+    token = kwargs.pop("hub_token", None)
+    if token:
+        # The trainer pickles its arguments into every checkpoint (training_args.bin): the token goes to the
+        # environment, where huggingface_hub reads it, and never to disk.
+        os.environ["HF_TOKEN"] = token
     try:
         return args_class(output_dir=recipe.output_dir, seed=recipe.seed, **kwargs)
     except (TypeError, ValueError) as exc:

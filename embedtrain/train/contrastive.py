@@ -16,7 +16,7 @@ from transformers import TrainerCallback
 
 from embedtrain.evaluation.evaluators import build_sts_evaluators, combined, run_sts
 from embedtrain.losses import build_loss
-from embedtrain.mining.attach import attach_dynamic_mining, build_miners
+from embedtrain.mining.attach import attach_dynamic_mining, build_miners, record_trained_rows
 from embedtrain.models.resolve import load_model
 from embedtrain.schema import ContrastiveRecipe
 from embedtrain.train.args import ST_TRAINING_DEFAULTS
@@ -66,13 +66,16 @@ class ContrastiveMode(TrainingMode):
         model = load_start_model(self.recipe)
         model.prompts = {**(model.prompts or {}), **checkpoint_prompts(self.recipe)}
         train_datasets = {p.config.name: p.dataset for p in self.prepared}
-        callbacks = [*callbacks, *attach_dynamic_mining(self.miners, train_datasets, resume_from)]
+        mining = attach_dynamic_mining(self.miners, train_datasets, resume_from)
         losses = {p.config.name: build_loss(p.loss, model, p.loss_context) for p in self.prepared}
         logger.info("training %s on %s", self.recipe.model.name_or_path,
                     ", ".join(f"{n} ({len(d)} rows)" for n, d in train_datasets.items()))
-        return SentenceTransformerTrainer(
+        trainer = SentenceTransformerTrainer(
             model=model, args=args, train_dataset=train_datasets, loss=losses,
-            evaluator=combined(self.evaluators) if args.eval_strategy != "no" else None, callbacks=callbacks)
+            evaluator=combined(self.evaluators) if args.eval_strategy != "no" else None,
+            callbacks=[*callbacks, *mining])
+        record_trained_rows(trainer, mining)
+        return trainer
 
     def quick_scores(self, model) -> dict[str, float]:
         return run_sts(self.evaluators, model) if self.evaluators else {}

@@ -20,7 +20,14 @@ from typing import Any, ClassVar
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
-from embedtrain.io.checkpoints import FINAL_DIR, atomic_save, check_output_dir, save_with_recipe
+from embedtrain.io.checkpoints import (
+    FINAL_DIR,
+    atomic_save,
+    plan_output_dir,
+    rotate_checkpoints,
+    save_with_recipe,
+    seal,
+)
 from embedtrain.models.inspect import model_shape
 from embedtrain.models.resolve import recipe_model_path
 from embedtrain.schema import Recipe
@@ -43,6 +50,34 @@ class TrainResult:
     is_main_process: bool = True
     #: Stage-specific figures (e.g. SMAE's mean loss per (layers, dims) pair).
     details: dict[str, Any] = field(default_factory=dict)
+    #: True when ``--resume`` found the run already finished and trained nothing.
+    already_finished: bool = False
+
+
+class SealCheckpoints(TrainerCallback):
+    """Marks every ``checkpoint-N`` complete once everything in it is written, then rotates old ones.
+
+    It runs after every other ``on_save`` (dynamic-mining state included), so a checkpoint is resumable only
+    when the model, optimizer, scheduler, RNG, trainer and mining state are all on disk
+    (:func:`embedtrain.io.checkpoints.seal`). The trainer's own rotation is switched off (it runs before the
+    checkpoint is complete and sorts by mtime); this one keeps the newest ``keep`` complete checkpoints.
+    """
+
+    def __init__(self, keep: int | None) -> None:
+        self.keep = keep
+
+    def on_save(self, args, state, control, **kwargs):
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()  # every rank has written its part of the checkpoint
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            seal(folder)
+            best = Path(state.best_model_checkpoint) if state.best_model_checkpoint else None
+            for path in rotate_checkpoints(args.output_dir, self.keep, protect=best):
+                logger.debug("removed old checkpoint %s", path)
+        return control
 
 
 class TrainingMode:
@@ -139,11 +174,21 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
     """
     mode = prepare(recipe)
     args = mode.training_args()
-    resume_from = check_output_dir(recipe, resume, overwrite)
+    plan = plan_output_dir(recipe, resume, overwrite, max_steps=getattr(args, "max_steps", None),
+                           num_train_epochs=getattr(args, "num_train_epochs", None))
+    final_dir = Path(recipe.output_dir) / FINAL_DIR
+    if plan.finished:
+        logger.warning("--resume: the run in %s already finished (%s is complete, step %d); nothing to do. Pass "
+                       "--overwrite to train it again.", recipe.output_dir, final_dir, plan.global_step)
+        return TrainResult(Path(recipe.output_dir), final_dir, plan.global_step, resumed_from=plan.resume_from,
+                           already_finished=True)
+    resume_from = plan.resume_from
+    keep, args.save_total_limit = args.save_total_limit, None  # rotation happens once a checkpoint is sealed
     trainer = mode.build_trainer(args, list(callbacks or []), resume_from)
     if progress is not None:
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(progress())
+    trainer.add_callback(SealCheckpoints(keep))  # last: after every other callback has written its state
 
     model = trainer.model
     is_main = trainer.is_world_process_zero()
@@ -154,7 +199,6 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     mode.after_train(trainer)
 
-    final_dir = Path(recipe.output_dir) / FINAL_DIR
     after: dict[str, float] = {}
     if is_main:
         atomic_save(lambda tmp: mode.save_final(trainer, tmp), final_dir)

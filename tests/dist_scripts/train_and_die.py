@@ -1,4 +1,4 @@
-"""Train a recipe and SIGKILL this process right after step ``argv[2]`` is checkpointed (no clean-up runs)."""
+"""Train a recipe and SIGKILL this process once step ``argv[2]`` is checkpointed (no clean-up runs)."""
 
 import os
 import signal
@@ -11,10 +11,12 @@ from embedtrain.schema import load_recipe
 
 
 class KillAfterSave(TrainerCallback):
+    """Dies at the start of the step after ``step``: the checkpoint of ``step`` is complete by then."""
+
     def __init__(self, step: int):
         self.step = step
 
-    def on_save(self, args, state, control, **kwargs):
+    def on_step_begin(self, args, state, control, **kwargs):
         if state.global_step >= self.step:
             os.kill(os.getpid(), signal.SIGKILL)
 
