@@ -121,12 +121,13 @@ def mine(config: OfflineMiningConfig, *, progress=None) -> MiningResult:
 # -- soups, exports, the Hub ------------------------------------------------------------------------------
 def soup(checkpoints: Sequence[str | Path], output: str | Path, *, method: str = "uniform",
          weights: Sequence[float] | None = None, held_out: str | Path | None = None, mteb_task: str | None = None,
-         data_dir: str | Path | None = None, task: str | None = None, max_samples: int | None = None,
-         overwrite: bool = False, trust_remote_code: bool = False) -> SoupResult:
+         data_dir: str | Path | None = None, task_configs: Sequence[str | Path] = (), task: str | None = None,
+         max_samples: int | None = None, overwrite: bool = False, trust_remote_code: bool = False) -> SoupResult:
     """Average checkpoints into ``output``: uniform, weighted, or greedy on a held-out metric.
 
     The metric is cosine Spearman on a scored-pairs file (``held_out``) or the main score of an offline MTEB
-    task (``mteb_task``); with ``method`` other than greedy it is only reported.
+    task (``mteb_task``: bundled, or defined in ``task_configs``); with ``method`` other than greedy it is only
+    reported.
     """
     from embedtrain.soup import make_soup
     from embedtrain.soup.metrics import held_out_sts, mteb_metric
@@ -140,7 +141,7 @@ def soup(checkpoints: Sequence[str | Path], output: str | Path, *, method: str =
     if held_out is not None:
         metric, metric_name = held_out_sts(held_out, task=task, max_samples=max_samples), Path(held_out).name
     elif mteb_task is not None:
-        metric, metric_name = mteb_metric(mteb_task, data_dir, task=task), mteb_task
+        metric, metric_name = mteb_metric(mteb_task, data_dir, task=task, task_configs=list(task_configs)), mteb_task
     return make_soup(checkpoints, output, method=method, weights=weights, metric=metric,  # type: ignore[arg-type]
                      metric_name=metric_name, overwrite=overwrite, trust_remote_code=trust_remote_code)
 

@@ -82,3 +82,20 @@ def test_speed_helpers(tiny4, write_jsonl):
     assert speed.sentences_per_second > 0 and speed.num_sentences == 10
     with pytest.raises(ValueError):
         measure_encode_speed(load_model(tiny4), [])
+
+
+def test_export_warns_when_the_model_was_not_trained_to_be_cut(tmp_path, tiny4):
+    import shutil
+
+    import yaml
+
+    plain = shutil.copytree(tiny4, tmp_path / "plain")
+    (plain / "embedtrain_recipe.yaml").write_text(yaml.safe_dump({"loss": {"name": "mnrl"}, "datasets": []}))
+    result = export_small_model(plain, tmp_path / "cut", layers=2, dim=16)
+    assert "was not trained to be cut" in result.warning and "no Matryoshka-family loss" in result.warning
+    assert export_small_model(plain, tmp_path / "full").warning is None  # nothing cut, nothing to warn about
+    starbucks = shutil.copytree(tiny4, tmp_path / "sb")
+    (starbucks / "embedtrain_recipe.yaml").write_text(yaml.safe_dump(
+        {"loss": {"name": "starbucks", "inner": {"name": "mnrl"}}, "datasets": []}))
+    assert export_small_model(starbucks, tmp_path / "sb_cut", layers=2).warning is None
+    assert "no embedtrain recipe" in export_small_model(tiny4, tmp_path / "packaged", dim=16).warning

@@ -11,7 +11,6 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from embedtrain.errors import EmbedtrainError
-from embedtrain.io.secrets import install_filter
 
 app = typer.Typer(name="embedtrain", help="Train, evaluate and ship text embedding models.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -22,14 +21,18 @@ out = Console(soft_wrap=True)
 
 
 def setup_logging(verbose: bool = False) -> None:
-    """Rich logging on stderr; ``-v`` shows debug messages."""
+    """Logging on stderr: rich in a terminal, one plain line per record in a log file; ``-v`` shows debug."""
     level = logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
-                        force=True)
+    if console.is_terminal:
+        handler: logging.Handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
+        fmt, datefmt = "%(message)s", "[%X]"
+    else:  # redirected: no wrapping, no colour, timestamps a log file can be grepped by
+        handler = logging.StreamHandler(sys.stderr)
+        fmt, datefmt = "%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"
+    handler.setFormatter(logging.Formatter(fmt, datefmt=datefmt))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     for noisy in ("httpx", "urllib3", "filelock", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    install_filter()  # secrets from recipes never reach a log line
 
 
 @app.callback()

@@ -104,6 +104,8 @@ def _compare(paths: list[str], output: Path | None) -> None:
     for row in comparison.means:
         table.add_row(row.task, *row.cells(), style="bold")
     out.print(table)
+    for warning in comparison.warnings:
+        out.print(f"[bold yellow]not comparable as is:[/] {warning}", highlight=False)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(comparison.markdown(), encoding="utf-8")

@@ -43,4 +43,6 @@ def export(
         full, small = report.full_speed.sentences_per_second, report.exported_speed.sentences_per_second
         table.add_row("encode sentences/s", f"{full:.0f}", f"{small:.0f} (x{small / full:.2f})")
     out.print(table)
+    if result.warning:
+        out.print(f"[bold yellow]warning:[/] {result.warning}", highlight=False)
     out.print(f"exported model: {result.output_dir}")

@@ -31,6 +31,8 @@ def soup(
                                               "cosine Spearman: guides --method greedy, reported otherwise."),
     mteb_task: str | None = typer.Option(None, "--mteb-task", help="Offline MTEB task as the held-out metric."),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Local data folder for --mteb-task."),
+    task_config: list[Path] = typer.Option(None, "--task-config",
+                                           help="YAML defining local tasks for --mteb-task (repeatable)."),
     task: str | None = typer.Option(None, "--task", help="Task-adapter models: score under this task."),
     max_samples: int | None = typer.Option(None, "--max-samples", min=1, help="Use the first N held-out pairs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it already holds files."),
@@ -42,7 +44,8 @@ def soup(
 
     *checkpoints, output = paths
     result = api.soup(checkpoints, output, method=method, weights=_weights(weights), held_out=held_out,
-                      mteb_task=mteb_task, data_dir=data_dir, task=task, max_samples=max_samples, overwrite=overwrite,
+                      mteb_task=mteb_task, data_dir=data_dir, task_configs=task_config or [], task=task,
+                      max_samples=max_samples, overwrite=overwrite,
                       trust_remote_code=trust_remote_code)
     metric_name = held_out.name if held_out else mteb_task
     table = Table(title=f"{result.method} soup -> {result.output}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from embedtrain.evaluation.results import EvalSummary
 
@@ -32,6 +32,9 @@ class Comparison:
     #: One mean per metric (``cosine_spearman``, ``ndcg_at_10``...) over the tasks every model has, for metrics
     #: with at least two such tasks: scores of different metrics are never averaged together.
     means: list[ComparisonRow]
+    #: Encoding settings that differ between the models (max_seq_length, prompts, pooling...): deltas then
+    #: mix the effect of training with the effect of the setting.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def mean(self) -> ComparisonRow | None:
@@ -45,6 +48,7 @@ class Comparison:
             lines.append("| " + " | ".join([row.task, *row.cells()]) + " |")
         for row in self.means:
             lines.append("| " + " | ".join([f"**{row.task}**", *row.cells()]) + " |")
+        lines += [f"\n> **Not comparable as is:** {w}" for w in self.warnings]
         return "\n".join(lines) + "\n"
 
 
@@ -73,7 +77,19 @@ def compare(summaries: list[EvalSummary]) -> Comparison:
         if len(group) > 1:
             means.append(ComparisonRow(f"mean {metric} ({len(group)} tasks)", metric,
                                        [sum(r.values[i] for r in group) / len(group) for i in range(len(summaries))]))
-    return Comparison(labels, rows, means)
+    return Comparison(labels, rows, means, setting_differences(labels, summaries))
+
+
+def setting_differences(labels: list[str], summaries: list[EvalSummary]) -> list[str]:
+    """One line per encoding setting that differs between the evaluated models (settings unknown: skipped)."""
+    known = [(label, s.settings) for label, s in zip(labels, summaries) if s.settings]
+    found = []
+    for key in dict.fromkeys(k for _, settings in known for k in settings):
+        values = {label: settings.get(key) for label, settings in known}
+        if len({repr(v) for v in values.values()}) > 1:
+            shown = ", ".join(f"{label}: {value}" for label, value in values.items())
+            found.append(f"{key} differs ({shown})")
+    return found
 
 
 def _unique_labels(labels: list[str]) -> list[str]:

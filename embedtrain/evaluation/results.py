@@ -33,19 +33,27 @@ FALLBACK_ROOT = Path("eval_results")
 
 
 
-def weights_fingerprint(model_dir: str | Path) -> str:
-    """A 12-hex-digit hash of the weight files in ``model_dir`` (their relative paths, sizes and bytes).
+#: JSON files of a checkpoint that say nothing about its embeddings (bookkeeping, not configuration).
+_NOT_CONFIG = ("embedtrain_complete.json", "embedtrain_export.json", "soup.json", "trainer_state.json")
 
-    Trainer state in a ``checkpoint-N`` folder (optimizer, scheduler, RNG states) is not part of the model
-    and is not hashed: it would double the bytes read and says nothing about the embeddings.
+
+def weights_fingerprint(model_dir: str | Path) -> str:
+    """A 12-hex-digit hash of what decides a checkpoint's embeddings: its weight files and its configuration
+    (JSON: max_seq_length, prompts, pooling, tokenizer...), by relative path, size and bytes.
+
+    The same weights saved with another ``max_seq_length`` or other prompts are another model and get another
+    fingerprint. Trainer state in a ``checkpoint-N`` folder (optimizer, scheduler, RNG states) and evaluation
+    results are not hashed.
     """
     from embedtrain.io.checkpoints import WEIGHT_SUFFIXES, is_trainer_state
 
     model_dir = Path(model_dir)
-    files = sorted(p for p in model_dir.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES
-                   and not is_trainer_state(p.name) and DEFAULT_SUBDIR not in p.relative_to(model_dir).parts[:1])
-    if not files:
+    candidates = [p for p in model_dir.rglob("*") if p.is_file() and not is_trainer_state(p.name)
+                  and DEFAULT_SUBDIR not in p.relative_to(model_dir).parts[:1]]
+    weights = [p for p in candidates if p.suffix in WEIGHT_SUFFIXES]
+    if not weights:
         raise CheckpointError("no weight files (*.safetensors, *.bin) found", file=model_dir)
+    files = sorted(weights + [p for p in candidates if p.suffix == ".json" and p.name not in _NOT_CONFIG])
     digest = hashlib.sha256()
     for path in files:
         digest.update(str(path.relative_to(model_dir)).encode())
@@ -93,6 +101,9 @@ class EvalSummary:
     fingerprint: str
     scores: dict[str, TaskScore] = field(default_factory=dict)
     variant: dict[str, int] | None = None
+    #: How the model encoded: max_seq_length, pooling, normalisation, prompts (see :func:`encoding_settings`).
+    #: Scores are only comparable between models evaluated with the same settings.
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON data; a score that is not a finite number (NaN) is written as null."""
@@ -105,7 +116,8 @@ class EvalSummary:
     def from_json(cls, data: dict[str, Any]) -> EvalSummary:
         scores = {k: TaskScore(k, v["metric"], float("nan") if v["value"] is None else float(v["value"]))
                   for k, v in data.get("scores", {}).items()}
-        return cls(data["label"], data["checkpoint"], data["fingerprint"], scores, data.get("variant"))
+        return cls(data["label"], data["checkpoint"], data["fingerprint"], scores, data.get("variant"),
+                   data.get("settings") or {})
 
     def means(self) -> dict[str, float]:
         """Mean score per metric over the tasks of that metric (never across metrics)."""
@@ -120,8 +132,22 @@ class EvalSummary:
         return next(iter(means.values())) if len(means) == 1 else None
 
 
+def encoding_settings(model) -> dict[str, Any]:
+    """What decides how a loaded sentence-transformer encodes besides its weights: the settings a fair
+    comparison must hold equal (max_seq_length, pooling, normalisation, truncation, prompts)."""
+    pooling = next((m for m in model.children() if type(m).__name__ == "Pooling"), None)
+    return {
+        "max_seq_length": model.max_seq_length,
+        "pooling": getattr(pooling, "pooling_mode", None) or (pooling.get_config_dict().get("pooling_mode")
+                                                               if pooling is not None else None),
+        "normalize": any(type(m).__name__ == "Normalize" for m in model.children()),
+        "truncate_dim": model.truncate_dim,
+        "prompts": {k: v for k, v in sorted((model.prompts or {}).items()) if v},
+    }
+
+
 def summary_from_results(label: str, checkpoint: str, fingerprint: str, task_results, tasks,
-                         variant: dict[str, int] | None = None) -> EvalSummary:
+                         variant: dict[str, int] | None = None, settings: dict[str, Any] | None = None) -> EvalSummary:
     """Build an :class:`EvalSummary` from mteb ``TaskResult`` objects (main score averaged over splits)."""
     metric = {t.metadata.name: t.metadata.main_score for t in tasks}
     scores = {}
@@ -129,13 +155,15 @@ def summary_from_results(label: str, checkpoint: str, fingerprint: str, task_res
         name = result.task_name
         scores[name] = TaskScore(name, metric.get(name, "main_score"), 100.0 * float(result.get_score()))
     ordered = {t.metadata.name: scores[t.metadata.name] for t in tasks if t.metadata.name in scores}
-    return EvalSummary(label, checkpoint, fingerprint, ordered, variant)
+    return EvalSummary(label, checkpoint, fingerprint, ordered, variant, dict(settings or {}))
 
 
 def markdown_table(summary: EvalSummary) -> str:
     """``| task | metric | score |`` with a mean row, scores on MTEB's 0-100 scale."""
+    settings = ", ".join(f"{k} {v}" for k, v in summary.settings.items() if k != "prompts" and v is not None)
     lines = [f"# Evaluation of {summary.label}", "",
              f"checkpoint: `{summary.checkpoint}`, weights fingerprint `{summary.fingerprint}`", "",
+             *([f"encoding: {settings}", ""] if settings else []),
              "| task | metric | score |", "|---|---|---:|"]
     for s in summary.scores.values():
         lines.append(f"| {s.task} | {s.metric} | {s.value:.2f} |")

@@ -20,6 +20,7 @@ from embedtrain.evaluation.harness import offline_env, result_paths, run_mteb
 from embedtrain.evaluation.results import (
     EvalSummary,
     default_output_dir,
+    encoding_settings,
     model_label,
     summary_from_results,
     weights_fingerprint,
@@ -87,7 +88,8 @@ def evaluate_checkpoint(checkpoint: str | Path, *, tasks: Sequence[str] | None =
         if created and output_dir.is_dir() and not any(p.is_file() for p in output_dir.rglob("*")):
             shutil.rmtree(output_dir)  # no empty results folder left behind
         raise
-    summary = summary_from_results(label, str(checkpoint), fingerprint, results, task_objs)
+    summary = summary_from_results(label, str(checkpoint), fingerprint, results, task_objs,
+                                   settings=encoding_settings(model))
     report = EvalReport(summary, output_dir, result_paths(output_dir, encoder, task_objs),
                         list(write_summary(summary, output_dir)))
     if grid_spec is not None:

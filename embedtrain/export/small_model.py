@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from embedtrain.errors import CheckpointError
-from embedtrain.io.checkpoints import atomic_save, check_new_dir
+from embedtrain.io.checkpoints import RECIPE_FILE, atomic_save, check_new_dir
 from embedtrain.models.resolve import load_model, resolve_model_path
 from embedtrain.models.truncate import embedding_dim, num_layers, truncated_copy
 
@@ -38,6 +38,52 @@ class ExportResult:
     full_dim: int
     params_full: int
     params_exported: int
+    #: Set when the model was not trained with a Matryoshka-family loss (see :func:`truncation_warning`).
+    warning: str | None = None
+
+
+#: Losses that train the first layers / dims of a model to embed well on their own.
+TRUNCATION_LOSSES = frozenset({"matryoshka", "matryoshka2d", "starbucks"})
+
+
+def _loss_names(loss: dict | None) -> set[str]:
+    names: set[str] = set()
+    while isinstance(loss, dict):
+        names.add(str(loss.get("name")))
+        loss = loss.get("inner")
+    return names
+
+
+def truncation_training(checkpoint: str | Path) -> bool | None:
+    """Whether the checkpoint's recipe trained it with a Matryoshka-family loss (None: no recipe beside it)."""
+    import yaml
+
+    path = Path(checkpoint) / RECIPE_FILE
+    if not path.is_file():
+        return None
+    try:
+        recipe = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError:
+        return None
+    names = _loss_names(recipe.get("loss"))
+    for section in [recipe, *(recipe.get("tasks") or [])]:
+        names |= _loss_names(section.get("loss"))
+        for ds in section.get("datasets") or []:
+            names |= _loss_names(ds.get("loss")) if isinstance(ds, dict) else set()
+    return bool(names & TRUNCATION_LOSSES)
+
+
+def truncation_warning(checkpoint: str | Path, *, cuts: bool) -> str | None:
+    """A warning when a model is cut that was not trained to be cut (None when it was, or nothing is cut)."""
+    if not cuts:
+        return None
+    trained = truncation_training(checkpoint)
+    if trained:
+        return None
+    why = ("its recipe uses no Matryoshka-family loss (matryoshka, matryoshka2d, starbucks)" if trained is False
+           else "it has no embedtrain recipe, so whether it was trained for this is unknown")
+    return (f"{checkpoint} was not trained to be cut ({why}): expect a large quality drop; evaluate the export "
+            "(embedtrain eval) before using it")
 
 
 def _count(model) -> int:
@@ -69,9 +115,12 @@ def export_small_model(checkpoint: str | Path, output_dir: str | Path, *, layers
     if model is None:
         model = load_model(checkpoint, device="cpu", trust_remote_code=trust_remote_code)
     layers, dim = check_size(model, layers, dim, source=checkpoint)
+    warning = truncation_warning(checkpoint, cuts=(layers, dim) != (num_layers(model), embedding_dim(model)))
+    if warning:
+        logger.warning("%s", warning)
     small = truncated_copy(model, layers=layers, dim=dim)
     result = ExportResult(str(checkpoint), output_dir, layers, dim, num_layers(model), embedding_dim(model),
-                          _count(model), _count(small))
+                          _count(model), _count(small), warning)
 
     def save(folder: str) -> None:
         small.save(folder)

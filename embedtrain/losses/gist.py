@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Literal
 
-from sentence_transformers.base.losses.merged_forward import merge_feature_batches
+from sentence_transformers.base.losses.merged_forward import column_merging_disabled, merge_feature_batches
 from sentence_transformers.sentence_transformer import losses as st_losses
 from torch import Tensor
 
@@ -83,13 +83,16 @@ class MultiNegativeGISTEmbedLoss(st_losses.GISTEmbedLoss):
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
         features = list(sentence_features)
-        if len(features) > 3:
-            merged = merge_feature_batches(features[2:])
-            if merged is None:
-                raise ValueError("cannot batch the negative columns together for 'gist' (different features per "
-                                 "column); use 'cached_gist', which embeds each negative column separately")
-            features = [features[0], features[1], merged]
-        return super().forward(features, labels)
+        if len(features) <= 3:
+            return super().forward(features, labels)
+        merged = merge_feature_batches(features[2:])
+        if merged is None:
+            raise ValueError("cannot batch the negative columns together for 'gist' (different features per "
+                             "column); use 'cached_gist', which embeds each negative column separately")
+        # The merged negatives have n x batch rows, so the columns cannot be merged again into one forward:
+        # say so up front instead of letting sentence-transformers try and warn.
+        with column_merging_disabled():
+            return super().forward([features[0], features[1], merged], labels)
 
     @classmethod
     def check_recipe(cls, ctx: LossContext, params: dict) -> None:

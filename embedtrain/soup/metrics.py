@@ -51,13 +51,19 @@ def held_out_sts(path: str | Path, *, task: str | None = None, columns: dict[str
 
 
 def mteb_metric(task_name: str, data_dir: str | Path | None = None, *, task: str | None = None,
-                batch_size: int = 64) -> Metric:
-    """Main score x 100 of MTEB task ``task_name`` (offline, local data) for an in-memory model."""
+                task_configs: list[str | Path] | tuple = (), batch_size: int = 64) -> Metric:
+    """Main score x 100 of MTEB task ``task_name`` (offline, local data) for an in-memory model.
+
+    ``task_name`` may be a bundled task or one defined in ``task_configs`` (a private dev split, say); its data is
+    read and checked once, before any model is scored.
+    """
     from embedtrain.evaluation.encoder import make_encoder
     from embedtrain.evaluation.harness import run_mteb
     from embedtrain.evaluation.tasks import resolve_tasks
 
-    tasks = resolve_tasks([task_name], data_dir=data_dir)
+    tasks = resolve_tasks([task_name], data_dir=data_dir, task_configs=task_configs)
+    for task_obj in tasks:
+        task_obj.load_data()
     counter = iter(range(1_000_000))
 
     def metric(model) -> float:

@@ -26,12 +26,18 @@ from embedtrain.train.runner import TrainingMode
 logger = logging.getLogger(__name__)
 
 
-def load_start_model(recipe):
-    """The recipe's starting model (local folder or packaged name; errors point at ``model.name_or_path``)."""
+def load_start_model(recipe, mode: TrainingMode | None = None):
+    """The recipe's starting model (local folder or packaged name; errors point at ``model.name_or_path``), set to
+    the recipe's training length; ``mode.inference_length`` gets the model's own length (what it is saved with)."""
     from embedtrain.models.resolve import recipe_model_path
 
-    return load_model(recipe_model_path(recipe), device=recipe.model.device,
-                      max_seq_length=recipe.model.max_seq_length, trust_remote_code=recipe.model.trust_remote_code)
+    model = load_model(recipe_model_path(recipe), device=recipe.model.device,
+                       trust_remote_code=recipe.model.trust_remote_code)
+    if mode is not None:
+        mode.inference_length = model.max_seq_length
+    if recipe.model.max_seq_length is not None:
+        model.max_seq_length = recipe.model.max_seq_length
+    return model
 
 
 class ContrastiveMode(TrainingMode):
@@ -63,7 +69,7 @@ class ContrastiveMode(TrainingMode):
     def build_trainer(self, args, callbacks: list[TrainerCallback], resume_from: Path | None):
         from sentence_transformers import SentenceTransformerTrainer
 
-        model = load_start_model(self.recipe)
+        model = load_start_model(self.recipe, self)
         model.prompts = {**(model.prompts or {}), **checkpoint_prompts(self.recipe)}
         train_datasets = {p.config.name: p.dataset for p in self.prepared}
         mining = attach_dynamic_mining(self.miners, train_datasets, resume_from)

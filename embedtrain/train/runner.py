@@ -10,6 +10,7 @@ registered in :data:`MODES`.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 from collections.abc import Callable
@@ -97,6 +98,8 @@ class TrainingMode:
         self.recipe = recipe
         self.model_path: Path | None = None
         self.model_shape: tuple[int, int] | None = None
+        #: The start model's own max_seq_length (what it is used at), set when the model is loaded.
+        self.inference_length: int | None = None
 
     # -- without a model ----------------------------------------------------------------------------
     @property
@@ -132,7 +135,27 @@ class TrainingMode:
 
     def save_final(self, trainer, folder: str) -> None:
         """Write the final model into ``folder`` (a fresh temporary folder, swapped in atomically)."""
-        save_with_recipe(trainer.model, self.recipe, folder)
+        with self.as_saved(trainer.model):
+            save_with_recipe(trainer.model, self.recipe, folder)
+
+    def saved_length(self) -> int | None:
+        """The max_seq_length the final model is saved with: ``model.saved_max_seq_length``, else the start
+        model's own; the recipe's ``model.max_seq_length`` is the length it *trains* at."""
+        return getattr(self.recipe.model, "saved_max_seq_length", None) or self.inference_length
+
+    @contextlib.contextmanager
+    def as_saved(self, model):
+        """Within the block, ``model`` encodes at its saved length (for the final save and quick checks)."""
+        length = self.saved_length()
+        training = getattr(model, "max_seq_length", None)
+        if length is None or training is None or length == training:
+            yield model
+            return
+        model.max_seq_length = length
+        try:
+            yield model
+        finally:
+            model.max_seq_length = training
 
     def details(self, trainer) -> dict[str, Any]:
         return {}
@@ -192,7 +215,10 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
 
     model = trainer.model
     is_main = trainer.is_world_process_zero()
-    before = mode.quick_scores(model) if is_main and resume_from is None else {}
+    before = {}
+    if is_main and resume_from is None:
+        with mode.as_saved(model):
+            before = mode.quick_scores(model)
     for name, value in before.items():
         logger.info("before training: %s %.2f", name, value)
 
@@ -203,7 +229,12 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
     if is_main:
         atomic_save(lambda tmp: mode.save_final(trainer, tmp), final_dir)
         logger.info("saved final model to %s", final_dir)
-        after = mode.quick_scores(trainer.model)
+        trained_at, saved_at = getattr(trainer.model, "max_seq_length", None), mode.saved_length()
+        if saved_at is not None and trained_at is not None and saved_at != trained_at:
+            logger.info("trained at max_seq_length %d; saved with %d (the length it is evaluated and used at; "
+                        "set model.saved_max_seq_length to change it)", trained_at, saved_at)
+        with mode.as_saved(trainer.model):
+            after = mode.quick_scores(trainer.model)
         for name, value in after.items():
             logger.info("after training: %s %.2f", name, value)
     trainer.accelerator.wait_for_everyone()

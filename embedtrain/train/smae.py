@@ -174,8 +174,10 @@ class SmaeMode(TrainingMode):
 
     def build_trainer(self, args, callbacks, resume_from):
         recipe = self.recipe
-        self.st_model = load_model(self.model_path, device="cpu", max_seq_length=recipe.model.max_seq_length,
-                                   trust_remote_code=recipe.model.trust_remote_code)
+        self.st_model = load_model(self.model_path, device="cpu", trust_remote_code=recipe.model.trust_remote_code)
+        self.inference_length = self.st_model.max_seq_length
+        if recipe.model.max_seq_length is not None:
+            self.st_model.max_seq_length = recipe.model.max_seq_length
         mlm = build_mlm_model(self.model_path, trust_remote_code=recipe.model.trust_remote_code)
         config = mlm.config
         self.pairs = check_pairs(recipe, config.num_hidden_layers, config.hidden_size)
@@ -194,7 +196,8 @@ class SmaeMode(TrainingMode):
 
     def save_final(self, trainer, folder: str) -> None:
         copy_encoder_weights(trainer.model, self.st_model)
-        save_with_recipe(self.st_model, self.recipe, folder)
+        with self.as_saved(self.st_model):
+            save_with_recipe(self.st_model, self.recipe, folder)
 
     def details(self, trainer) -> dict[str, Any]:
         losses = self.objective.mean_losses()

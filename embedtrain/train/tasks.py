@@ -93,7 +93,7 @@ class TaskMode(TrainingMode):
 
         from embedtrain.adapters.checkpoint import attach_tasks
 
-        model = load_start_model(self.recipe)
+        model = load_start_model(self.recipe, self)
         module = self.module = attach_tasks(model, self.recipe.tasks)
         used_tasks = {t for cols in self.mapping.values() for t in cols.values()}
         for task in self.recipe.tasks:

@@ -1,0 +1,66 @@
+"""The length a model trains at is not silently the length it is saved with; comparisons flag mismatches (issue 19)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from helpers import scored_rows, write_recipe, write_rows
+
+from embedtrain.api import train
+from embedtrain.evaluation.results import EvalSummary, TaskScore, weights_fingerprint
+
+
+def _recipe(tmp_path, model_dir, **model):
+    write_rows(tmp_path / "sts.jsonl", scored_rows(24))
+    return write_recipe(tmp_path / "r.yaml", {
+        "model": {"name_or_path": str(model_dir), "max_seq_length": 16, **model},
+        "datasets": [{"name": "sts", "path": "sts.jsonl", "format": "scored_pairs"}],
+        "loss": {"name": "cosent"}, "training": {"max_steps": 2, "per_device_train_batch_size": 8},
+        "output_dir": str(tmp_path / "out")})
+
+
+def _saved_length(folder):
+    from embedtrain.models.resolve import load_model
+
+    return load_model(folder, device="cpu").max_seq_length
+
+
+def test_training_length_is_not_the_saved_length(tmp_path, tiny_model_dir, caplog, one_thread):
+    start = _saved_length(tiny_model_dir)
+    assert start != 16
+    with caplog.at_level("INFO"):
+        result = train(_recipe(tmp_path, tiny_model_dir))
+    assert _saved_length(result.final_dir) == start  # the start model's own length
+    assert f"trained at max_seq_length 16; saved with {start}" in caplog.text
+    shutil.rmtree(tmp_path / "out")
+    result = train(_recipe(tmp_path, tiny_model_dir, saved_max_seq_length=24))
+    assert _saved_length(result.final_dir) == 24  # asked for explicitly
+
+
+def test_fingerprint_covers_the_saved_length(tmp_path, tiny_model_dir):
+    at_128 = shutil.copytree(tiny_model_dir, tmp_path / "at128")
+    config = json.loads((at_128 / "tokenizer_config.json").read_text())
+    (at_128 / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 8}))
+    assert weights_fingerprint(at_128) != weights_fingerprint(tiny_model_dir)  # same weights, another model
+
+
+def test_compare_flags_different_encoding_settings():
+    def summary(label, length, prompts):
+        return EvalSummary(label, label, "f" * 12, {"SciFact": TaskScore("SciFact", "ndcg_at_10", 60.0)}, None,
+                           {"max_seq_length": length, "pooling": "mean", "prompts": prompts})
+
+    same = compare_summaries([summary("a", 256, {}), summary("b", 256, {})])
+    assert same.warnings == []
+    mixed = compare_summaries([summary("base", 256, {}), summary("tuned", 128, {"query": "q: "})])
+    assert mixed.warnings == ["max_seq_length differs (base: 256, tuned: 128)",
+                              "prompts differs (base: {}, tuned: {'query': 'q: '})"]
+    assert "Not comparable as is:** max_seq_length differs" in mixed.markdown()
+
+
+def compare_summaries(summaries):
+    from embedtrain.evaluation.compare import compare as compare_loaded
+
+    return compare_loaded(summaries)
+
+
