@@ -109,3 +109,9 @@ def test_duplicate_dataset_names_rejected(recipe_dir):
     text = BASE.replace("datasets:\n", "datasets:\n  - {name: pairs, path: pairs.jsonl, format: pairs}\n")
     with pytest.raises(RecipeError, match="used twice"):
         load_recipe(write_recipe(recipe_dir / "r.yaml", text))
+
+
+def test_document_is_accepted_for_the_passage_prompt(recipe_dir):
+    text = BASE + "prompts: {query: 'q: ', document: 'd: '}\n"
+    recipe = load_recipe(write_recipe(recipe_dir / "r.yaml", text))
+    assert recipe.prompts.passage == "d: "

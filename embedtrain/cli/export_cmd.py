@@ -15,7 +15,7 @@ def export(
     checkpoint: str = typer.Argument(..., help="Trained model folder (or packaged model name)."),
     output: Path = typer.Argument(..., help="Folder to write the smaller model to."),
     layers: int | None = typer.Option(None, "--layers", help="Keep the first L transformer layers (default: all)."),
-    dim: int | None = typer.Option(None, "--dim", help="Keep the first D embedding dims (default: all)."),
+    dim: int | None = typer.Option(None, "--dim", "--dims", help="Keep the first D embedding dims (default: all)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it already holds files."),
     sentences: Path | None = typer.Option(None, "--sentences",
                                           help="Records file whose text is used to measure encode speed "

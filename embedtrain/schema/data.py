@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 
 from embedtrain.schema.base import StrictModel
 from embedtrain.schema.loss import LossConfig
@@ -36,7 +36,8 @@ class DatasetConfig(StrictModel):
     num_negatives: int | None = Field(default=None, gt=0)
     max_samples: int | None = Field(default=None, gt=0)
     query_prompt: str | None = None
-    passage_prompt: str | None = None
+    #: Prompt of the passage side, saved as ``<dataset>-document`` (``document_prompt`` is accepted too).
+    passage_prompt: str | None = Field(default=None, validation_alias=AliasChoices("passage_prompt", "document_prompt"))
     loss: LossConfig | None = None
     #: Hard-negative re-mining while training (embedtrain.mining), e.g. ``{dynamic: {every_steps: 100}}``.
     mining: DatasetMiningConfig | None = None
@@ -58,11 +59,12 @@ class PromptsConfig(StrictModel):
     """Model-level prompts saved into the checkpoint.
 
     ``query`` is saved as the checkpoint's ``query`` prompt and ``passage`` as its ``document`` prompt: the
-    names sentence-transformers' ``encode_query`` / ``encode_document`` and mteb look up.
+    names sentence-transformers' ``encode_query`` / ``encode_document`` and mteb look up (``document`` is
+    accepted as the key here too).
     """
 
     query: str | None = None
-    passage: str | None = None
+    passage: str | None = Field(default=None, validation_alias=AliasChoices("passage", "document"))
 
 
 class EvaluatorConfig(StrictModel):
