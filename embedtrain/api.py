@@ -93,14 +93,20 @@ def evaluate(checkpoint: str | Path, *, tasks: Sequence[str] | None = None, data
                                trust_remote_code=trust_remote_code)
 
 
-def compare(paths: Sequence[str | Path]) -> Comparison:
-    """Side-by-side main scores of evaluated checkpoints (or evaluation folders), deltas against the first."""
+def compare(paths: Sequence[str | Path], *, trained_on: Sequence[str] | None = None,
+            threshold: float = 0.5) -> Comparison:
+    """Side-by-side main scores of evaluated checkpoints (or evaluation folders), deltas against the first.
+
+    ``trained_on`` names the tasks the later models trained for: the others are flagged when they dropped more
+    than ``threshold`` points (the generalization view of a comparison).
+    """
     from embedtrain.evaluation.compare import compare as compare_summaries
     from embedtrain.evaluation.results import load_summary
 
     if len(paths) < 2:
         raise CheckpointError("--compare needs at least two checkpoints or evaluation folders")
-    return compare_summaries([load_summary(p) for p in paths])
+    return compare_summaries([load_summary(p) for p in paths],
+                             trained_on=list(trained_on) if trained_on is not None else None, threshold=threshold)
 
 
 def eval_tasks(task_configs: Sequence[str | Path] = ()) -> dict[str, Any]:

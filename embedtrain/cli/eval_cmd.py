@@ -34,6 +34,10 @@ def eval_command(
     output: Path = typer.Option(None, "--output", "-o",
                                 help="Results folder (default: CHECKPOINT/eval); with --compare, a markdown file."),
     compare: bool = typer.Option(False, "--compare", help="Print a side-by-side table of evaluated checkpoints."),
+    trained_on: list[str] = typer.Option(None, "--trained-on",
+                                         help="With --compare: tasks the later models trained on; the others are "
+                                              "flagged when they drop more than --threshold."),
+    threshold: float = typer.Option(0.5, "--threshold", min=0, help="With --trained-on: the allowed drop."),
     online: bool = typer.Option(False, "--online", help="Allow built-in MTEB tasks without local data (downloads)."),
     reuse: bool = typer.Option(False, "--reuse", help="Reuse saved results of the same weights instead of re-running."),
     device: str = typer.Option(None, "--device", help="Torch device (default: automatic)."),
@@ -49,7 +53,8 @@ def eval_command(
     if not checkpoints:
         raise typer.BadParameter("give a checkpoint folder or model name", param_hint="CHECKPOINT")
     if compare:
-        _compare(checkpoints, output)
+        names = [t.strip() for value in trained_on or [] for t in value.split(",") if t.strip()]
+        _compare(checkpoints, output, names if trained_on else None, threshold)
         return
     if len(checkpoints) > 1:
         raise typer.BadParameter("evaluate one checkpoint at a time (use --compare to compare several)",
@@ -88,24 +93,29 @@ def _print_grid(grid) -> None:
         out.print(table)
 
 
-def _compare(paths: list[str], output: Path | None) -> None:
+def _compare(paths: list[str], output: Path | None, trained_on: list[str] | None, threshold: float) -> None:
     from embedtrain import api
 
     if len(paths) < 2:
         raise typer.BadParameter("--compare needs at least two checkpoints or evaluation folders",
                                  param_hint="CHECKPOINT")
-    comparison = api.compare(paths)
+    comparison = api.compare(paths, trained_on=trained_on, threshold=threshold)
     table = Table(title="MTEB main scores x 100 (delta vs the first)")
     table.add_column("task")
     for i, label in enumerate(comparison.labels):
         table.add_column(label if i == 0 else f"{label} (Δ)", justify="right")
+    if trained_on is not None:
+        table.add_column("trained on")
     for row in comparison.rows:
-        table.add_row(row.task, *row.cells())
+        extra = [] if trained_on is None else ["yes" if row.trained else "no"]
+        table.add_row(row.task, *row.cells(), *extra)
     for row in comparison.means:
-        table.add_row(row.task, *row.cells(), style="bold")
+        table.add_row(row.task, *row.cells(), *([] if trained_on is None else [""]), style="bold")
     out.print(table)
     for warning in comparison.warnings:
         out.print(f"[bold yellow]not comparable as is:[/] {warning}", highlight=False)
+    for drop in comparison.drops:
+        out.print(f"[bold red]regression:[/] {drop}", highlight=False)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(comparison.markdown(), encoding="utf-8")

@@ -42,6 +42,24 @@ def train(
     if pair_losses:
         losses = ", ".join(f"({layer},{dim}) {value:.3f}" for (layer, dim), value in pair_losses.items())
         out.print(f"SMAE mean MLM loss per (layers, dims): {losses}")
+    report = result.details.get("generalization")
+    if report is not None and report.changes:
+        table = Table(title="generalization: every available local task, before -> after")
+        for col, justify in (("task", "left"), ("trained on", "left"), ("before", "right"), ("after", "right"),
+                             ("delta", "right")):
+            table.add_column(col, justify=justify)
+        for change in [*report.trained, *report.not_trained]:
+            style = "red" if not change.trained and change.delta < -report.threshold else None
+            table.add_row(change.task, "yes" if change.trained else "no", f"{change.before:.2f}",
+                          f"{change.after:.2f}", f"{change.delta:+.2f}", style=style)
+        for trained in (True, False):
+            mean = report.mean_delta(trained)
+            if mean is not None:
+                table.add_row(f"mean, {'trained on' if trained else 'not trained on'}", "", "", "", f"{mean:+.2f}",
+                              style="bold")
+        out.print(table)
+        for warning in report.warnings:
+            out.print(f"[bold red]warning:[/] {warning}", highlight=False)
     out.print(f"final model: {result.final_dir} ({result.global_step} steps)")
 
 

@@ -7,6 +7,7 @@ files fail before training starts; :func:`evaluate_after_training` runs after th
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,4 +65,67 @@ def evaluate_after_training(recipe: Any, final_dir: str | Path) -> EvalReport:
     for score in report.summary.scores.values():
         logger.info("MTEB %s (%s): %.2f", score.task, score.metric, score.value)
     logger.info("evaluation results written to %s", report.output_dir)
+    return report
+
+
+def report_data_dir(recipe: Any) -> Path | None:
+    """Where the report's task data lives: ``generalization.data_dir``, ``eval.data_dir``, ``$EMBEDTRAIN_DATA_DIR``."""
+    from embedtrain.evaluation.tasks import DATA_DIR_ENV
+
+    cfg = recipe.generalization
+    for value in (cfg.data_dir, getattr(recipe.eval, "data_dir", None)):
+        if value:
+            path = recipe.resolve_path(value)
+            return path if path.is_dir() else None
+    env = os.environ.get(DATA_DIR_ENV)
+    return Path(env).expanduser() if env and Path(env).expanduser().is_dir() else None
+
+
+def start_model_cache() -> Path:
+    """Where the start model's evaluation results are kept between runs (``$EMBEDTRAIN_CACHE/eval``)."""
+    root = os.environ.get("EMBEDTRAIN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "embedtrain")
+    return Path(root) / "eval"
+
+
+def generalization_after_training(recipe: Any, start: str | Path, final_dir: str | Path):
+    """The generalization report of a finished run (None when it is off or no task data is available).
+
+    Written to ``<final>/eval/generalization/{report.md, report.json}``; warnings are logged.
+    """
+    import json
+
+    from embedtrain.evaluation.generalization import KINDS, generalization_report
+    from embedtrain.evaluation.results import model_label, weights_fingerprint
+    from embedtrain.models.resolve import resolve_model_path
+
+    cfg = recipe.generalization
+    if cfg.enabled is False:
+        return None
+    data_dir = report_data_dir(recipe)
+    task_configs = [recipe.resolve_path(p) for p in cfg.task_config]
+    if data_dir is None and not task_configs:
+        if cfg.enabled is True:
+            logger.warning("generalization report: no data directory (generalization.data_dir, eval.data_dir or "
+                           "$EMBEDTRAIN_DATA_DIR); skipped")
+        else:
+            logger.info("generalization report skipped: no evaluation data directory is set")
+        return None
+    start_dir = resolve_model_path(start)
+    out = Path(final_dir) / "eval" / "generalization"
+    kinds = KINDS.get(cfg.tasks) if isinstance(cfg.tasks, str) else None
+    cached_start = start_model_cache() / f"{model_label(start, start_dir)}-{weights_fingerprint(start_dir)}"
+    report = generalization_report(
+        start_dir, final_dir, trained_on=list(cfg.trained_on), kinds=kinds or set(), names=None if kinds else
+        list(cfg.tasks), data_dir=data_dir, task_configs=task_configs, threshold=cfg.threshold,
+        batch_size=cfg.batch_size, trust_remote_code=getattr(recipe.model, "trust_remote_code", False), output=out,
+        start_output=cached_start)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(report.markdown(), encoding="utf-8")
+    (out / "report.json").write_text(json.dumps(report.to_json(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    for warning in report.warnings:
+        logger.warning("generalization: %s", warning)
+    mean = report.mean_delta(False)
+    if mean is not None:
+        logger.info("generalization: mean change on %d not-trained task(s) %+.2f (report: %s)",
+                    len(report.not_trained), mean, out / "report.md")
     return report

@@ -14,6 +14,8 @@ class ComparisonRow:
     task: str
     metric: str
     values: list[float | None]
+    #: Whether the compared runs trained on this task (None: not said; see ``compare(trained_on=...)``).
+    trained: bool | None = None
 
     @property
     def deltas(self) -> list[float | None]:
@@ -35,6 +37,8 @@ class Comparison:
     #: Encoding settings that differ between the models (max_seq_length, prompts, pooling...): deltas then
     #: mix the effect of training with the effect of the setting.
     warnings: list[str] = field(default_factory=list)
+    #: Not-trained-on tasks that dropped more than the threshold against the first model.
+    drops: list[str] = field(default_factory=list)
 
     @property
     def mean(self) -> ComparisonRow | None:
@@ -45,10 +49,12 @@ class Comparison:
         head = ["task", self.labels[0]] + [f"{label} (Δ)" for label in self.labels[1:]]
         lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
         for row in self.rows:
-            lines.append("| " + " | ".join([row.task, *row.cells()]) + " |")
+            name = row.task + {True: " (trained on)", False: " (not trained on)", None: ""}[row.trained]
+            lines.append("| " + " | ".join([name, *row.cells()]) + " |")
         for row in self.means:
             lines.append("| " + " | ".join([f"**{row.task}**", *row.cells()]) + " |")
         lines += [f"\n> **Not comparable as is:** {w}" for w in self.warnings]
+        lines += [f"\n> **Regression:** {w}" for w in self.drops]
         return "\n".join(lines) + "\n"
 
 
@@ -61,14 +67,21 @@ def format_cell(value: float | None, delta: float | None, index: int) -> str:
     return f"{value:.2f} ({delta:+.2f})"
 
 
-def compare(summaries: list[EvalSummary]) -> Comparison:
-    """Rows for every task any model has (in first-seen order) plus a mean per metric over the shared tasks."""
+def compare(summaries: list[EvalSummary], *, trained_on: list[str] | None = None,
+            threshold: float = 0.5) -> Comparison:
+    """Rows for every task any model has (in first-seen order) plus a mean per metric over the shared tasks.
+
+    With ``trained_on`` (the tasks the later models were trained for), rows are marked trained / not trained
+    and every not-trained task that lost more than ``threshold`` points against the first model is listed in
+    :attr:`Comparison.drops`.
+    """
     labels = _unique_labels([s.label for s in summaries])
     tasks: dict[str, str] = {}
     for summary in summaries:
         for score in summary.scores.values():
             tasks.setdefault(score.task, score.metric)
-    rows = [ComparisonRow(task, metric, [s.scores[task].value if task in s.scores else None for s in summaries])
+    rows = [ComparisonRow(task, metric, [s.scores[task].value if task in s.scores else None for s in summaries],
+                          None if trained_on is None else task in trained_on)
             for task, metric in tasks.items()]
     shared = [r for r in rows if all(v is not None for v in r.values)]
     means = []
@@ -77,7 +90,10 @@ def compare(summaries: list[EvalSummary]) -> Comparison:
         if len(group) > 1:
             means.append(ComparisonRow(f"mean {metric} ({len(group)} tasks)", metric,
                                        [sum(r.values[i] for r in group) / len(group) for i in range(len(summaries))]))
-    return Comparison(labels, rows, means, setting_differences(labels, summaries))
+    drops = [f"{row.task} (not trained on) dropped {delta:+.2f} in {label}"
+             for row in rows if row.trained is False
+             for label, delta in zip(labels[1:], row.deltas[1:]) if delta is not None and delta < -threshold]
+    return Comparison(labels, rows, means, setting_differences(labels, summaries), drops)
 
 
 def setting_differences(labels: list[str], summaries: list[EvalSummary]) -> list[str]:

@@ -65,6 +65,25 @@ class EvalConfig(StrictModel):
     online: bool = False
 
 
+class GeneralizationConfig(StrictModel):
+    """The generalization report written after training (see :mod:`embedtrain.evaluation.generalization`).
+
+    Every local task whose data is available is scored before and after training and split into the tasks the
+    run trained on (``trained_on``) and the others; a not-trained task that drops more than ``threshold`` points
+    is a warning. ``enabled: auto`` runs it whenever a data directory is known (``data_dir``, else
+    ``eval.data_dir``, else ``$EMBEDTRAIN_DATA_DIR``). ``tasks``: ``sts`` (fast, the default), ``all`` (adds
+    retrieval and classification), or a list of task names.
+    """
+
+    enabled: bool | Literal["auto"] = "auto"
+    trained_on: list[str] = Field(default_factory=list)
+    tasks: Literal["sts", "all"] | list[str] = "sts"
+    threshold: float = Field(default=0.5, ge=0)
+    data_dir: str | None = None
+    task_config: list[str] = Field(default_factory=list)
+    batch_size: int = Field(default=64, gt=0)
+
+
 class LocalTaskSpec(StrictModel):
     """One local task.
 

@@ -35,7 +35,7 @@ from embedtrain.schema.data import (
     PromptsConfig,
     TextDatasetConfig,
 )
-from embedtrain.schema.evaluation import EvalConfig
+from embedtrain.schema.evaluation import EvalConfig, GeneralizationConfig
 from embedtrain.schema.loss import LossConfig
 from embedtrain.schema.model import ModelConfig
 from embedtrain.schema.smae import SmaeConfig
@@ -57,6 +57,8 @@ class RecipeBase(LocatedModel):
     seed: int = 42
     #: MTEB evaluation of the final model after training (embedtrain.evaluation).
     eval: EvalConfig | None = None
+    #: Before/after report on every available local task, trained-on vs not (embedtrain.evaluation.generalization).
+    generalization: GeneralizationConfig = Field(default_factory=GeneralizationConfig)
 
     @field_validator("training")
     @classmethod

@@ -238,9 +238,14 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
         for name, value in after.items():
             logger.info("after training: %s %.2f", name, value)
     trainer.accelerator.wait_for_everyone()
-    if is_main and recipe.eval is not None:  # MTEB on the saved model, after the barrier
-        from embedtrain.evaluation.after_training import evaluate_after_training
+    details = mode.details(trainer)
+    if is_main:  # MTEB on the saved model, after the barrier
+        from embedtrain.evaluation.after_training import evaluate_after_training, generalization_after_training
 
-        evaluate_after_training(recipe, final_dir)
+        if recipe.eval is not None:
+            evaluate_after_training(recipe, final_dir)
+        report = generalization_after_training(recipe, mode.model_path, final_dir)
+        if report is not None:
+            details["generalization"] = report
     return TrainResult(Path(recipe.output_dir), final_dir, trainer.state.global_step, before, after, resume_from,
-                       is_main, mode.details(trainer))
+                       is_main, details)
