@@ -1,8 +1,10 @@
 """``embedtrain push``: stage a checkpoint for the Hugging Face Hub and upload it with ``huggingface_hub``.
 
 The staged folder is exactly what is uploaded: the model files of the checkpoint, a generated
-``README.md`` (:mod:`embedtrain.hub.card`) and path-free copies of ``embedtrain_recipe.yaml`` /
-``soup.json``. Training leftovers (optimizer and scheduler states, RNG states, trainer state,
+``README.md`` (:mod:`embedtrain.hub.card`, extending sentence-transformers' card) and path-free, secret-free
+copies of ``embedtrain_recipe.yaml`` / ``soup.json`` / ``embedtrain_run.json``. Staged files get ordinary
+permissions (``rw-r--r--``) whatever the checkpoint's were (a model written through a temporary file can be
+``rw-------``, which would upload fine but surprise whoever downloads the staged folder). Training leftovers (optimizer and scheduler states, RNG states, trainer state,
 ``checkpoint-*`` folders) and local evaluation folders (their summaries name local paths; the scores
 are in the card's ``model-index``) are left out. ``--dry-run OUT`` writes that folder and uploads nothing.
 
@@ -23,7 +25,8 @@ from pathlib import Path
 import yaml
 
 from embedtrain.errors import CheckpointError, EmbedtrainError
-from embedtrain.hub.card import RECIPE_FILE, build_card, public_recipe, public_soup, read_recipe
+from embedtrain.hub.card import RECIPE_FILE, RUN_FILE, build_card, public_recipe, public_soup, read_recipe
+from embedtrain.hub.public import public_data
 from embedtrain.io.checkpoints import MANIFEST, check_new_dir, is_trainer_state
 from embedtrain.io.secrets import register_secret, scrub
 
@@ -33,6 +36,8 @@ logger = logging.getLogger(__name__)
 #: and folders that only make sense on the training machine.
 EXCLUDED_FILES = {"README.md", MANIFEST}
 EXCLUDED_DIRS = {"eval", "eval_results", "runs", "__pycache__"}
+#: Mode of every staged file (and folder): readable by all, writable by the owner.
+FILE_MODE, DIR_MODE = 0o644, 0o755
 
 
 class PushError(EmbedtrainError):
@@ -81,11 +86,18 @@ def stage_folder(checkpoint: str | Path, dest: str | Path, repo_id: str, *,
         elif rel == Path("soup.json"):
             soup = json.loads(src.read_text(encoding="utf-8"))
             target.write_text(json.dumps(public_soup(soup), indent=2) + "\n", encoding="utf-8")
+        elif rel == Path(RUN_FILE):
+            record = json.loads(src.read_text(encoding="utf-8"))
+            target.write_text(json.dumps(public_data(record), indent=1) + "\n", encoding="utf-8")
         else:
-            shutil.copy2(src, target)
+            shutil.copyfile(src, target)  # contents only: modes are set below
+        os.chmod(target, FILE_MODE)
         files.append(rel.as_posix())
     rows = find_results(checkpoint, list(results_dirs))
     (dest / "README.md").write_text(build_card(checkpoint, repo_id, results=rows), encoding="utf-8")
+    os.chmod(dest / "README.md", FILE_MODE)
+    for folder in [dest, *(p for p in dest.rglob("*") if p.is_dir())]:
+        os.chmod(folder, DIR_MODE)
     files.append("README.md")
     return sorted(files)
 

@@ -32,6 +32,9 @@ class ResultRow:
     subset: str
     metric: str
     value: float  # 0-100
+    #: A real MTEB benchmark (the name is an MTEB task and the data revision is MTEB's): only these go into
+    #: a card's model-index. Local tasks (own data, or a local copy under another revision) do not.
+    is_mteb: bool = False
 
 
 def _task_metadata(name: str):
@@ -54,6 +57,8 @@ def _read_result(path: Path) -> list[ResultRow]:
     meta = _task_metadata(name)
     task_type = str(getattr(meta, "type", None) or "Unknown")
     dataset = (getattr(meta, "dataset", None) or {}).get("path") if meta is not None else None
+    revision = (getattr(meta, "dataset", None) or {}).get("revision") if meta is not None else None
+    is_mteb = meta is not None and revision is not None and str(revision) == str(data.get("dataset_revision"))
     metric = str(getattr(meta, "main_score", None) or "main_score")
     rows = []
     for split, entries in data["scores"].items():
@@ -61,7 +66,8 @@ def _read_result(path: Path) -> list[ResultRow]:
             if "main_score" not in entry:
                 continue
             rows.append(ResultRow(name, task_type, dataset, data.get("dataset_revision"), str(split),
-                                  str(entry.get("hf_subset", "default")), metric, 100.0 * float(entry["main_score"])))
+                                  str(entry.get("hf_subset", "default")), metric, 100.0 * float(entry["main_score"]),
+                                  is_mteb))
     return rows
 
 
@@ -97,7 +103,8 @@ def find_results(checkpoint: str | Path, extra_dirs: list[str | Path] = ()) -> l
 
 
 def eval_results(rows: list[ResultRow]) -> list:
-    """``huggingface_hub.EvalResult`` entries (the card's ``model-index``) for ``rows``."""
+    """``huggingface_hub.EvalResult`` entries (the card's ``model-index``) for ``rows`` (give only real MTEB
+    tasks: :attr:`ResultRow.is_mteb`)."""
     from huggingface_hub import EvalResult
 
     return [EvalResult(task_type=r.task_type, dataset_type=r.dataset or f"mteb/{r.task}",

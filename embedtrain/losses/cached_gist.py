@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from sentence_transformers.sentence_transformer import losses as st_losses
 
-from embedtrain.losses.gist import MarginStrategy, check_margin, guide_path, load_guide
+from embedtrain.losses.gist import MarginStrategy, MaskedCandidateStats, check_margin, guide_path, load_guide
 from embedtrain.losses.registry import CONTRASTIVE_FORMATS, register_loss
 
 if TYPE_CHECKING:
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 @register_loss("cached_gist", formats=CONTRASTIVE_FORMATS,
                description="GradCache GISTEmbed: guide-masked contrastive loss for large batches")
-class CachedGISTEmbedLoss(st_losses.CachedGISTEmbedLoss):
+class CachedGISTEmbedLoss(MaskedCandidateStats, st_losses.CachedGISTEmbedLoss):
     """sentence-transformers' ``CachedGISTEmbedLoss``: ``gist`` computed with GradCache, so the batch (the
     number of in-batch candidates) can be large in constant memory. Each negative column is embedded
     separately, so any number of hard negatives works.
@@ -24,12 +24,25 @@ class CachedGISTEmbedLoss(st_losses.CachedGISTEmbedLoss):
 
     Inputs: (anchor, positive[, negative_1, ..., negative_n]) texts, no labels.
 
+    Training logs ``gist_masked_fraction`` like ``gist``.
+
     Example::
 
         loss: {name: cached_gist, params: {guide: all-MiniLM-L6-v2, mini_batch_size: 64}}
 
     Citation: Solatorio, 2024 (arXiv:2402.16829); Gao et al., 2021 (arXiv:2101.06983).
     """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._start_counting()
+
+    def calculate_loss(self, reps, reps_guided, *, with_backward: bool = False):
+        self._batch_rows = sum(int(r.size(0)) for r in reps[0])  # the cross-entropy sees mini-batches
+        try:
+            return super().calculate_loss(reps, reps_guided, with_backward=with_backward)
+        finally:
+            self._batch_rows = None
 
     @classmethod
     def check_recipe(cls, ctx: LossContext, params: dict) -> None:

@@ -267,6 +267,23 @@ class DynamicMiningCallback(TrainerCallback):
         self.miners = list(miners)
         #: The collator that notes each batch's rows (see embedtrain.mining.table.RowRecordingCollator).
         self.rows = None
+        self._reported = {id(m): len(m.table.history) for m in self.miners}
+
+    def step_metrics(self) -> dict[str, float]:
+        """Rows refreshed by the rounds run since the last call, ``mining/<dataset>/refreshed`` (the training run
+        logs and plots them per round)."""
+        out: dict[str, float] = {}
+        for miner in self.miners:
+            history = miner.table.history
+            new = history[self._reported.get(id(miner), 0):]
+            self._reported[id(miner)] = len(history)
+            if new:
+                out[f"mining/{miner.table.name}/refreshed"] = float(sum(r["refreshed"] for r in new))
+        return out
+
+    def rounds(self) -> list[dict]:
+        """Every round report of every dataset so far (restored rounds included)."""
+        return [dict(r) for miner in self.miners for r in miner.table.history]
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         for miner in self.miners:

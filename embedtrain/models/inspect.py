@@ -74,3 +74,28 @@ def model_shape(path: str | Path) -> tuple[int, int] | None:
         elif kind not in ("Normalize",):
             return None
     return (layers, dim) if layers and dim else None
+
+
+def saved_max_seq_length(path: str | Path) -> int | None:
+    """The length (tokens) a saved sentence-transformer encodes up to, from its files, without loading it.
+
+    ``sentence_bert_config.json``'s ``max_seq_length`` (sentence-transformers < 6), else the tokenizer's
+    ``model_max_length`` (where sentence-transformers 6 keeps it) in the folder or its first module folder.
+    None when neither says (or the tokenizer's value is its "unlimited" sentinel).
+    """
+    path = Path(path)
+    config = _json(path / "sentence_bert_config.json") or {}
+    value = config.get("max_seq_length")
+    if isinstance(value, int):
+        return value
+    try:
+        modules = json.loads((path / "modules.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        modules = None
+    folders = [path] + ([path / str(m.get("path", "")) for m in modules[:1] if isinstance(m, dict)]
+                        if isinstance(modules, list) else [])
+    for folder in folders:
+        value = (_json(folder / "tokenizer_config.json") or {}).get("model_max_length")
+        if isinstance(value, int) and 0 < value < 1_000_000:
+            return value
+    return None

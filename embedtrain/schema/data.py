@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 
 from embedtrain.schema.base import StrictModel
 from embedtrain.schema.loss import LossConfig
@@ -41,6 +41,11 @@ class DatasetConfig(StrictModel):
     loss: LossConfig | None = None
     #: Hard-negative re-mining while training (embedtrain.mining), e.g. ``{dynamic: {every_steps: 100}}``.
     mining: DatasetMiningConfig | None = None
+    #: Share of batches drawn from this dataset, relative to the other datasets' weights (all or none set).
+    weight: float | None = Field(default=None, gt=0)
+    #: A column of the file whose equal values mark rows that must not be in-batch negatives of each other
+    #: (e.g. the class of classification data turned into pairs): no batch then holds two rows of one label.
+    label_column: str | None = None
 
 
 class TextDatasetConfig(StrictModel):
@@ -67,16 +72,47 @@ class PromptsConfig(StrictModel):
     passage: str | None = Field(default=None, validation_alias=AliasChoices("passage", "document"))
 
 
-class EvaluatorConfig(StrictModel):
-    """A quick STS check run before and after training (cosine Spearman x 100).
+EvaluatorKind = Literal["sts", "retrieval", "classification"]
 
-    ``path`` is a scored-pairs file (``sentence1``, ``sentence2``, ``score``, mappable by ``columns``).
+
+class EvaluatorConfig(StrictModel):
+    """A sentence-transformers evaluator run before and after training, and every ``eval_steps`` when
+    ``training.eval_strategy`` is ``steps`` (embedtrain.evaluation.evaluators).
+
+    The data is either a file / folder (``path``) or a local evaluation task by name (``task``: a bundled task
+    found in ``data_dir``, or one defined in ``task_config``):
+
+    * ``sts``: scored pairs (``sentence1``, ``sentence2``, ``score``); cosine Spearman.
+    * ``retrieval``: a BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``); nDCG@10.
+    * ``classification``: labelled texts (``text``, ``label``); ``path`` is scored, ``train_path`` fits the
+      logistic-regression classifier; accuracy.
+
+    ``columns`` maps roles to file columns; ``max_samples`` caps the rows (retrieval: the queries).
     """
 
-    name: str
-    type: Literal["sts"] = "sts"
-    path: str
+    name: str = Field(pattern=NAME_PATTERN)
+    type: EvaluatorKind = "sts"
+    path: str | None = None
+    train_path: str | None = None
+    task: str | None = None
+    task_config: str | None = None
+    data_dir: str | None = None
+    split: str | None = None
     file_type: FileType | None = None
     columns: dict[str, str] = Field(default_factory=dict)
     max_samples: int | None = Field(default=None, gt=0)
     batch_size: int = Field(default=64, gt=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EvaluatorConfig:
+        if (self.path is None) == (self.task is None):
+            raise ValueError("give either 'path' (a file, or a BEIR folder for retrieval) or 'task' (a local "
+                             "evaluation task by name), not both")
+        if self.task is None and (self.task_config is not None or self.data_dir is not None):
+            raise ValueError("'task_config' and 'data_dir' only apply with 'task'")
+        if self.path is not None and self.type == "classification" and self.train_path is None:
+            raise ValueError("a classification evaluator needs 'train_path' (the labelled texts the classifier is "
+                             "fitted on) besides 'path' (the texts it is scored on)")
+        if self.train_path is not None and (self.type != "classification" or self.path is None):
+            raise ValueError("'train_path' only applies to a classification evaluator given by 'path'")
+        return self

@@ -107,6 +107,9 @@ class ContrastiveRecipe(RecipeBase):
     #: Quick sentence-transformers evaluators run before and after training (``eval:`` runs MTEB).
     evaluators: list[EvaluatorConfig] = Field(default_factory=list)
     multi_dataset_sampler: Literal["proportional", "round_robin"] = "proportional"
+    #: Temperature sampling over datasets: dataset i gives a share p_i ∝ n_i^(1/T) of the batches (T=1 is
+    #: proportional, large T tends to uniform). Per-dataset ``weight`` values set the shares directly instead.
+    sampling_temperature: float | None = Field(default=None, gt=0)
 
     @field_validator("datasets")
     @classmethod
@@ -127,6 +130,9 @@ class ContrastiveRecipe(RecipeBase):
                 raise self.error(f"dynamic mining replaces hard negatives, but format '{ds.format}' has none; "
                                  f"use format {sorted(NEGATIVE_FORMATS)} (e.g. the output of `embedtrain mine`)",
                                  "datasets", i, "mining", "dynamic")
+        from embedtrain.schema.mixing import check_mixing
+
+        check_mixing(self)
 
 
 class TaskRecipe(RecipeBase):
@@ -155,6 +161,9 @@ class TaskRecipe(RecipeBase):
                 if ds.loss is None and task.loss is None and self.loss is None:
                     raise self.error("no loss for this dataset: set 'loss' on the dataset, its task or the recipe",
                                      "tasks", i, "datasets", j)
+        from embedtrain.schema.mixing import check_mixing
+
+        check_mixing(self)
 
     @property
     def datasets_for_training(self) -> list:

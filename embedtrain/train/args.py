@@ -23,7 +23,8 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "save_strategy": "steps",
     "save_steps": 500,
     "save_total_limit": 3,
-    "report_to": "none",
+    # curves without extra work: <output_dir>/runs/ for `tensorboard --logdir` (none when it is not installed)
+    "report_to": "tensorboard",
 }
 
 #: Defaults that only sentence-transformers' trainer knows (contrastive and task stages).
@@ -38,6 +39,13 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def tensorboard_available() -> bool:
+    """Whether transformers can log to TensorBoard (the ``tensorboard`` package, or ``tensorboardX``)."""
+    from transformers.integrations import is_tensorboard_available
+
+    return bool(is_tensorboard_available())
+
+
 def has_accelerator() -> bool:
     import torch
 
@@ -50,6 +58,8 @@ def training_kwargs(recipe, args_class: type, stage_defaults: dict[str, Any]) ->
 
     known = argument_fields(args_class)
     kwargs = {k: v for k, v in {**TRAINING_DEFAULTS, **stage_defaults}.items() if k in known}
+    if kwargs.get("report_to") == "tensorboard" and not tensorboard_available():
+        kwargs["report_to"] = "none"
     kwargs.update(check_training_section(recipe, args_class))
     if world_size() > 1 and "use_cpu" not in recipe.training and not has_accelerator():
         # Under torchrun/accelerate without GPUs the trainer must be told to use gloo on the CPU,

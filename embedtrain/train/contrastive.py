@@ -14,12 +14,20 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from embedtrain.evaluation.evaluators import build_sts_evaluators, combined, run_sts
+from embedtrain.evaluation.evaluators import (
+    build_evaluators,
+    check_best_metric,
+    combined,
+    main_metric,
+    model_similarity,
+    run_evaluators,
+)
 from embedtrain.losses import build_loss
 from embedtrain.mining.attach import attach_dynamic_mining, build_miners, record_trained_rows
 from embedtrain.models.resolve import load_model
 from embedtrain.schema import ContrastiveRecipe
 from embedtrain.train.args import ST_TRAINING_DEFAULTS
+from embedtrain.train.mixing import mixing_extras
 from embedtrain.train.prepare import PreparedDataset, checkpoint_prompts, prepare_contrastive
 from embedtrain.train.runner import TrainingMode
 
@@ -51,16 +59,28 @@ class ContrastiveMode(TrainingMode):
         super().prepare()
         self.prepared: list[PreparedDataset] = prepare_contrastive(self.recipe, self.model_shape)
         self.miners = build_miners(self.recipe, self.prepared)
-        self.evaluators = build_sts_evaluators(self.recipe)
+        self.evaluators = build_evaluators(self.recipe)
+        self.similarity = model_similarity(self.model_path)
+        check_best_metric(self.recipe, self.recipe.evaluators, self.similarity)
+        self.mixing, self.mixture = mixing_extras(self.recipe, self.prepared, ST_TRAINING_DEFAULTS["batch_sampler"])
 
     def training_extras(self) -> dict[str, Any]:
-        extras: dict[str, Any] = {"multi_dataset_batch_sampler": self.recipe.multi_dataset_sampler}
+        extras: dict[str, Any] = {"multi_dataset_batch_sampler": self.recipe.multi_dataset_sampler, **self.mixing}
         prompts = {p.config.name: p.prompts for p in self.prepared if p.prompts}
         if prompts:
             extras["prompts"] = prompts
         if self.recipe.evaluators:
-            extras["eval_strategy"] = "no"
+            extras["eval_strategy"] = "no"  # before and after only, unless training.eval_strategy says otherwise
+            if self.recipe.training.get("load_best_model_at_end"):
+                # the trainer would look for eval_loss, which evaluators do not report
+                extras["metric_for_best_model"] = main_metric(self.recipe.evaluators[0], self.similarity)
         return extras
+
+    def metric_sources(self) -> list:
+        return [self.mixture] if self.mixture is not None else []
+
+    def main_metrics(self) -> dict[str, str]:
+        return {cfg.name: main_metric(cfg, self.similarity) for cfg in self.recipe.evaluators}
 
     def describe(self) -> list[str]:
         return [f"{p.config.name}: {len(p.dataset)} rows, columns {p.dataset.column_names}, loss {p.loss.name}"
@@ -84,4 +104,4 @@ class ContrastiveMode(TrainingMode):
         return trainer
 
     def quick_scores(self, model) -> dict[str, float]:
-        return run_sts(self.evaluators, model) if self.evaluators else {}
+        return run_evaluators(self.evaluators, model) if self.evaluators else {}

@@ -49,7 +49,13 @@ def load_dataset(recipe: LocatedModel, cfg: DatasetConfig | TextDatasetConfig, l
         if not path.exists():
             raise recipe.error(f"data file not found: {path}", *loc, "path", kind=DataError)
         records = read_records(path, cfg.file_type, split=cfg.split, limit=cfg.max_samples)
-    return to_dataset(records, cfg.format, cfg.columns, getattr(cfg, "num_negatives", None))
+    dataset = to_dataset(records, cfg.format, cfg.columns, getattr(cfg, "num_negatives", None))
+    label_column = getattr(cfg, "label_column", None)
+    if label_column:  # rows of one label must not be in-batch negatives of each other (embedtrain.train.mixing)
+        from embedtrain.train.mixing import LABEL_COLUMN, read_labels
+
+        dataset = dataset.add_column(LABEL_COLUMN, read_labels(records, label_column))
+    return dataset
 
 
 def check_signal(recipe: LocatedModel, cfg: DatasetConfig, loc: tuple[Any, ...], dataset: Dataset,
@@ -93,7 +99,8 @@ def prepare_dataset(recipe: LocatedModel, cfg: DatasetConfig, loc: tuple[Any, ..
     check_loss_config(loss, cfg.format, ctx)
     dataset = load_dataset(recipe, cfg, loc)
     check_signal(recipe, cfg, loc, dataset, loss)
-    prompts = prompt_columns(cfg.format, dataset.column_names, query_prompt, passage_prompt)
+    text_columns = [c for c in dataset.column_names if c != "label"]
+    prompts = prompt_columns(cfg.format, text_columns, query_prompt, passage_prompt)
     return PreparedDataset(cfg, dataset, loss, ctx, prompts, loc)
 
 

@@ -160,6 +160,15 @@ class TrainingMode:
     def details(self, trainer) -> dict[str, Any]:
         return {}
 
+    def metric_sources(self) -> list:
+        """Objects whose ``step_metrics()`` / ``log_metrics()`` the run logs and plots, besides those found on
+        the trainer's losses and callbacks (:mod:`embedtrain.train.observe`)."""
+        return []
+
+    def main_metrics(self) -> dict[str, str]:
+        """Evaluator name -> its main metric key (what the curves plot and the card reports)."""
+        return {}
+
 
 #: stage -> "module:Class" of its mode (imported on first use, so validating a recipe loads only its stage).
 MODES: dict[str, str] = {
@@ -187,6 +196,26 @@ def prepare(recipe: Recipe) -> TrainingMode:
     return mode
 
 
+def record_run(mode: TrainingMode, trainer, collector, folder: str, before: dict[str, float],
+               after: dict[str, float]) -> None:
+    """Write the curves PNG and ``embedtrain_run.json`` beside the final model (a failure only warns)."""
+    from embedtrain.train.observe import write_run_record
+
+    mains = mode.main_metrics()
+    evaluators = {}
+    if before or after:
+        evaluators = {"before": before, "after": after, "main_metrics": mains,
+                      "before_points": {mains[n]: v / 100.0 for n, v in before.items() if n in mains}}
+    rounds = [r for s in collector.sources if hasattr(s, "rounds") for r in s.rounds()]
+    try:
+        write_run_record(folder, recipe=mode.recipe, trainer=trainer, collector=collector,
+                         prepared=getattr(mode, "prepared", None), mixture=getattr(mode, "mixture", None),
+                         evaluators=evaluators, mining_rounds=rounds, main_metrics=list(mains.values()))
+    except Exception as exc:  # the model is saved either way; the record is a convenience
+        logger.warning("could not write the run record (curves, embedtrain_run.json): %s: %s",
+                       type(exc).__name__, exc)
+
+
 def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
         callbacks: list[TrainerCallback] | None = None,
         progress: Callable[[], TrainerCallback] | None = None) -> TrainResult:
@@ -211,6 +240,9 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
     if progress is not None:
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(progress())
+    from embedtrain.train.observe import attach
+
+    collector = attach(trainer, mode.metric_sources())
     trainer.add_callback(SealCheckpoints(keep))  # last: after every other callback has written its state
 
     model = trainer.model
@@ -227,14 +259,19 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
 
     after: dict[str, float] = {}
     if is_main:
-        atomic_save(lambda tmp: mode.save_final(trainer, tmp), final_dir)
+        with mode.as_saved(trainer.model):
+            after = mode.quick_scores(trainer.model)
+
+        def save(tmp: str) -> None:
+            mode.save_final(trainer, tmp)
+            record_run(mode, trainer, collector, tmp, before, after)
+
+        atomic_save(save, final_dir)
         logger.info("saved final model to %s", final_dir)
         trained_at, saved_at = getattr(trainer.model, "max_seq_length", None), mode.saved_length()
         if saved_at is not None and trained_at is not None and saved_at != trained_at:
             logger.info("trained at max_seq_length %d; saved with %d (the length it is evaluated and used at; "
                         "set model.saved_max_seq_length to change it)", trained_at, saved_at)
-        with mode.as_saved(trainer.model):
-            after = mode.quick_scores(trainer.model)
         for name, value in after.items():
             logger.info("after training: %s %.2f", name, value)
     trainer.accelerator.wait_for_everyone()

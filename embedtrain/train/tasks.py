@@ -18,12 +18,13 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from embedtrain.evaluation.evaluators import build_sts_evaluators, run_sts
+from embedtrain.evaluation.evaluators import build_evaluators, run_evaluators
 from embedtrain.io.formats import FORMATS
 from embedtrain.losses import build_loss
 from embedtrain.schema import TaskRecipe
 from embedtrain.train.args import ST_TRAINING_DEFAULTS
 from embedtrain.train.contrastive import load_start_model
+from embedtrain.train.mixing import LABEL_COLUMN, mixing_extras
 from embedtrain.train.prepare import PreparedDataset, prepare_dataset
 from embedtrain.train.runner import TrainingMode
 
@@ -55,7 +56,7 @@ def router_mapping(recipe: TaskRecipe, prepared: list[PreparedDataset]) -> dict[
         spec = FORMATS[p.config.format]
         mapping[p.config.name] = {
             column: task.name if column in spec.query_roles else (task.passage_task or task.name)
-            for column in p.dataset.column_names if column != "score"
+            for column in p.dataset.column_names if column not in ("score", LABEL_COLUMN)
         }
     return mapping
 
@@ -72,14 +73,15 @@ class TaskMode(TrainingMode):
         super().prepare()
         self.prepared = prepare_tasks(self.recipe, self.model_shape)
         self.mapping = router_mapping(self.recipe, self.prepared)
-        self.evaluators = {task.name: build_sts_evaluators(self.recipe, ("tasks", i))
+        self.evaluators = {task.name: build_evaluators(self.recipe, ("tasks", i))
                            for i, task in enumerate(self.recipe.tasks) if task.evaluators}
+        self.mixing, self.mixture = mixing_extras(self.recipe, self.prepared, ST_TRAINING_DEFAULTS["batch_sampler"])
 
     def training_extras(self) -> dict[str, Any]:
         prompts = {p.config.name: p.prompts for p in self.prepared if p.prompts}
         extras: dict[str, Any] = {"router_mapping": self.mapping,
                                   # adapters of other tasks get no gradient in a step
-                                  "ddp_find_unused_parameters": True}
+                                  "ddp_find_unused_parameters": True, **self.mixing}
         if prompts:
             extras["prompts"] = prompts
         return extras
@@ -116,10 +118,13 @@ class TaskMode(TrainingMode):
         scores = {}
         for task, evaluators in self.evaluators.items():
             with self.module.using(task):
-                for name, score in run_sts(evaluators, model).items():
+                for name, score in run_evaluators(evaluators, model).items():
                     scores[f"{task}/{name}"] = score
         self.module.activate(None)  # adapters off again; activate() keeps the requires_grad flags set_trainable chose
         return scores
+
+    def metric_sources(self) -> list:
+        return [self.mixture] if self.mixture is not None else []
 
     def after_train(self, trainer) -> None:
         self.module.set_trainable(None)
