@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -171,3 +172,163 @@ def test_card_of_a_task_adapter_soup(tmp_path, tiny_model_dir):
     assert 'task="retrieval.query"' in card and "| `text-matching` |" in card and "greedy soup" in card
     assert "No MTEB results" in card
     assert str(tmp_path) not in _all_text(staged)
+
+
+# -------------------------------------------------------------------------------------------------------
+# The card extends sentence-transformers' card; nothing local, secret or unset is published (issues 18, 19)
+# -------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def trained(tmp_path, tiny_model_dir):
+    """A real tiny training run: ST's own card in final/, the run record, curves; eval paths are absolute."""
+    from helpers import pair_rows, scored_rows, write_recipe, write_rows
+
+    from embedtrain.api import train
+    from embedtrain.schema import load_recipe
+
+    data = tmp_path / "private" / "data"
+    data.mkdir(parents=True)
+    write_rows(data / "pairs.jsonl", pair_rows(24))
+    write_rows(data / "dev.jsonl", scored_rows(20))
+    (data / "tasks.yaml").write_text(yaml.safe_dump({"tasks": [
+        {"name": "MyPrivateSTS", "type": "sts", "files": {"test": "dev.jsonl"}}]}))
+    recipe = {"model": {"name_or_path": str(tiny_model_dir), "max_seq_length": 48},
+              "datasets": [{"name": "pairs", "path": str(data / "pairs.jsonl"), "format": "pairs"}],
+              "loss": {"name": "mnrl"},
+              "evaluators": [{"name": "dev", "path": str(data / "dev.jsonl")}],
+              "eval": {"tasks": ["MyPrivateSTS"], "data_dir": str(data), "task_config": [str(data / "tasks.yaml")]},
+              "training": {"per_device_train_batch_size": 8, "max_steps": 4, "logging_steps": 1, "save_steps": 2,
+                           "eval_strategy": "steps", "eval_steps": 2, "learning_rate": 1e-3},
+              "output_dir": str(tmp_path / "run"), "seed": 1}
+    result = train(load_recipe(write_recipe(tmp_path / "recipe.yaml", recipe)))
+    final = result.final_dir
+    # a secret that found its way into a saved recipe must not be published
+    saved = yaml.safe_load((final / "embedtrain_recipe.yaml").read_text())
+    saved["training"]["hub_token"] = TOKEN
+    (final / "embedtrain_recipe.yaml").write_text(yaml.safe_dump(saved))
+    fingerprint = weights_fingerprint(final)
+    results = final / "eval" / "results" / "embedtrain__run-final" / fingerprint
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "STSBenchmark.json").write_text(json.dumps(_result_json("STSBenchmark", 0.8123)))
+    assert list((final / "eval").rglob("MyPrivateSTS.json"))  # written by the recipe's eval: section
+    (final / "model.safetensors").chmod(0o600)
+    return final
+
+
+def test_card_extends_sentence_transformers_card(trained, tmp_path):
+    st_card = (trained / "README.md").read_text()
+    assert "### Training Logs" in st_card  # sentence-transformers wrote its card while saving
+    out = tmp_path / "staged"
+    files = push(trained, "my-org/tiny", dry_run=out).files
+    assert {"training_curves.png", "embedtrain_run.json", "embedtrain_recipe.yaml", "README.md"} <= set(files)
+    card = ModelCard.load(out / "README.md")
+    text = card.text
+    # sentence-transformers' sections are kept...
+    for section in ("## Model Details", "### Full Model Architecture", "## Training Details", "### Training Logs",
+                    "### Framework Versions", "## Citation", "#### Non-Default Hyperparameters"):
+        assert section in text, section
+    assert 'SentenceTransformer("my-org/tiny")' in text and "sentence_transformers_model_id" not in text
+    assert "dev_spearman_cosine" in text  # ST's evaluator table in the training logs
+    # ...and embedtrain's are added
+    for section in ("## Training with embedtrain", "### Data", "### Losses and models", "### Training curves",
+                    "![training curves](training_curves.png)", "### In-training evaluators", "## Evaluation (MTEB)",
+                    "## embedtrain recipe"):
+        assert section in text, section
+    assert text.index("## Training with embedtrain") < text.index("## Training Details")
+    record = json.loads((trained / "embedtrain_run.json").read_text())
+    assert record["datasets"][0]["sha256"][:16] in text and "| pairs | `pairs.jsonl` |" in text
+    assert "embedtrain" in card.data.tags and "generated_from_trainer" in card.data.tags
+
+
+def test_model_index_holds_only_real_mteb_tasks(trained, tmp_path):
+    out = tmp_path / "staged"
+    push(trained, "my-org/tiny", dry_run=out)
+    card = ModelCard.load(out / "README.md")
+    assert [(r.dataset_name, r.dataset_type) for r in card.data.eval_results] == [
+        ("MTEB STSBenchmark", "mteb/stsbenchmark-sts")]
+    raw = (out / "README.md").read_text()
+    front_matter = raw.split("---")[1]
+    assert "mteb/MyPrivateSTS" not in raw and "MyPrivateSTS" not in front_matter and "Unknown" not in front_matter
+    local = raw[raw.index("Local evaluation tasks"):]
+    assert re.search(r"\| MyPrivateSTS \| test \| cosine_spearman \| -?\d+\.\d\d \|", local)  # in the text
+    # a local task that reuses a real task's name but not its data is local too
+    assert not any("MyPrivateSTS" in r.dataset_name for r in card.data.eval_results)
+
+
+def test_nothing_local_secret_or_unset_is_published(trained, tmp_path):
+    out = tmp_path / "staged"
+    push(trained, "my-org/tiny", dry_run=out)
+    everything = _all_text(out)
+    assert str(tmp_path) not in everything and "/private/data" not in everything
+    assert TOKEN not in everything and "<redacted>" in (out / "embedtrain_recipe.yaml").read_text()
+    for recipe in (yaml.safe_load((out / "embedtrain_recipe.yaml").read_text()),
+                   yaml.safe_load(_recipe_block((out / "README.md").read_text()))):
+        assert recipe["eval"]["data_dir"] == "data" and recipe["eval"]["task_config"] == ["tasks.yaml"]
+        assert recipe["datasets"][0]["path"] == "pairs.jsonl"
+        assert not _has_null(recipe)
+    assert "null" not in _recipe_block((out / "README.md").read_text())
+
+
+def test_staged_files_have_normal_permissions(trained, tmp_path):
+    assert (trained / "model.safetensors").stat().st_mode & 0o777 == 0o600
+    out = tmp_path / "staged"
+    push(trained, "my-org/tiny", dry_run=out)
+    modes = {p.relative_to(out).as_posix(): p.stat().st_mode & 0o777 for p in out.rglob("*")}
+    assert modes["model.safetensors"] == 0o644
+    assert all(m == (0o755 if (out / p).is_dir() else 0o644) for p, m in modes.items()), modes
+
+
+def test_card_states_training_length_and_provenance(trained, tmp_path):
+    out = tmp_path / "staged"
+    push(trained, "my-org/tiny", dry_run=out)
+    text = (out / "README.md").read_text()
+    assert "trained at `max_seq_length` 48 tokens; the saved model encodes up to 48 tokens" in text
+    assert "sha256" in text and "rows used" in text and "| 24 |" in text
+    # a checkpoint saved at another length than it was trained at says so
+    config = json.loads((trained / "tokenizer_config.json").read_text())
+    config["model_max_length"] = 256
+    (trained / "tokenizer_config.json").write_text(json.dumps(config))
+    push(trained, "my-org/tiny", dry_run=tmp_path / "staged2")
+    text = (tmp_path / "staged2" / "README.md").read_text()
+    assert "trained at `max_seq_length` **48** tokens; the saved model encodes up to **256** tokens" in text
+
+
+def test_card_without_sentence_transformers_card(checkpoint, tmp_path):
+    (checkpoint / "README.md").unlink(missing_ok=True)
+    out = tmp_path / "staged"
+    push(checkpoint, "my-org/tiny", dry_run=out)
+    text = ModelCard.load(out / "README.md").text
+    assert text.lstrip().startswith("# tiny") and "## Usage" in text and "## embedtrain recipe" in text
+
+
+def test_public_recipe_helpers():
+    from embedtrain.hub.public import public_recipe, scrub_paths
+
+    recipe = {"model": {"name_or_path": "/home/me/models/base", "max_seq_length": None},
+              "datasets": [{"name": "a", "path": "org/data", "file_type": "hub", "format": "pairs"},
+                           {"name": "b", "path": "../data/b.jsonl", "file_type": None, "format": "pairs",
+                            "loss": {"name": "gist", "params": {"guide": "/home/me/guide"}}}],
+              "loss": {"name": "mnrl", "params": {"guide": "sentence-transformers/all-mpnet-base-v2"}},
+              "training": {"hub_token": "hf_x", "push_to_hub_password": "p", "learning_rate": 1e-5},
+              "eval": {"data_dir": "~/data", "output": None}, "output_dir": "runs/x"}
+    out = public_recipe(recipe)
+    assert out["model"] == {"name_or_path": "base"}
+    assert out["datasets"][0]["path"] == "org/data" and out["datasets"][1]["path"] == "b.jsonl"
+    assert out["datasets"][1]["loss"]["params"]["guide"] == "guide"
+    assert out["loss"]["params"]["guide"] == "sentence-transformers/all-mpnet-base-v2"
+    assert out["training"] == {"hub_token": "<redacted>", "push_to_hub_password": "<redacted>", "learning_rate": 1e-5}
+    assert out["eval"] == {"data_dir": "data"} and out["output_dir"] == "x"
+    text = "saved to /home/me/run/final and ~/x/y; see https://sbert.net/docs/a.html and/or </details>"
+    assert scrub_paths(text) == "saved to final and y; see https://sbert.net/docs/a.html and/or </details>"
+
+
+def _recipe_block(card: str) -> str:
+    section = card[card.index("## embedtrain recipe"):]
+    return section[section.index("```yaml") + 7:section.index("```", section.index("```yaml") + 7)]
+
+
+def _has_null(data) -> bool:
+    if isinstance(data, dict):
+        return any(v is None or _has_null(v) for v in data.values())
+    if isinstance(data, list):
+        return any(_has_null(v) for v in data)
+    return False

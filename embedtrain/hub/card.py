@@ -379,6 +379,9 @@ def build_card(checkpoint: str | Path, repo_id: str, *, results: list[ResultRow]
     ours = "\n".join(embedtrain_sections(checkpoint, repo_id, recipe, run, tasks, soup, rows))
     if st_card is not None:
         body = st_card.text.replace(ST_MODEL_ID_PLACEHOLDER, repo_id)
+        if data.base_model:  # sentence-transformers only knows it when it loaded the model from the Hub
+            body = re.sub(r"<!-- - \*\*Base model:\*\* \[Unknown\]\(https://huggingface.co/unknown\) -->",
+                          f"- **Base model:** [{data.base_model}](https://huggingface.co/{data.base_model})", body)
         body = _insert(scrub_paths(body), ours)
     else:
         body = "\n".join([f"# {name}", "",

@@ -46,6 +46,16 @@ def _task_metadata(name: str):
         return None
 
 
+def _main_metric_name(entry: dict) -> str:
+    """The name of the score a task without mteb metadata reports as its main score (the key holding it)."""
+    from embedtrain.schema.evaluation import DEFAULT_MAIN_SCORE
+
+    main = entry.get("main_score")
+    same = [k for k, v in entry.items() if k != "main_score" and isinstance(v, (int, float)) and v == main]
+    preferred = [k for k in same if k in DEFAULT_MAIN_SCORE.values()]  # what a local task declares by default
+    return str((preferred or same or ["main_score"])[0])
+
+
 def _read_result(path: Path) -> list[ResultRow]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -66,8 +76,9 @@ def _read_result(path: Path) -> list[ResultRow]:
             if "main_score" not in entry:
                 continue
             rows.append(ResultRow(name, task_type, dataset, data.get("dataset_revision"), str(split),
-                                  str(entry.get("hf_subset", "default")), metric, 100.0 * float(entry["main_score"]),
-                                  is_mteb))
+                                  str(entry.get("hf_subset", "default")),
+                                  metric if meta is not None else _main_metric_name(entry),
+                                  100.0 * float(entry["main_score"]), is_mteb))
     return rows
 
 
