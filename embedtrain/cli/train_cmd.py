@@ -30,7 +30,7 @@ def train(
         out.print(f"already finished: {result.final_dir} ({result.global_step} steps); nothing to do")
         return
     if result.scores_after:
-        table = Table(title="quick checks (cosine Spearman x 100)")
+        table = Table(title="quick checks (main metric x 100: cosine Spearman, nDCG@10, accuracy)")
         for col, justify in (("evaluator", "left"), ("before", "right"), ("after", "right"), ("delta", "right")):
             table.add_column(col, justify=justify)
         for name, after in result.scores_after.items():
