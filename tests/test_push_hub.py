@@ -259,7 +259,7 @@ def test_nothing_local_secret_or_unset_is_published(trained, tmp_path):
     push(trained, "my-org/tiny", dry_run=out)
     everything = _all_text(out)
     assert str(tmp_path) not in everything and "/private/data" not in everything
-    assert TOKEN not in everything and "<redacted>" in (out / "embedtrain_recipe.yaml").read_text()
+    assert TOKEN not in everything and "***" in (out / "embedtrain_recipe.yaml").read_text()
     for recipe in (yaml.safe_load((out / "embedtrain_recipe.yaml").read_text()),
                    yaml.safe_load(_recipe_block((out / "README.md").read_text()))):
         assert recipe["eval"]["data_dir"] == "data" and recipe["eval"]["task_config"] == ["tasks.yaml"]
@@ -281,15 +281,16 @@ def test_card_states_training_length_and_provenance(trained, tmp_path):
     out = tmp_path / "staged"
     push(trained, "my-org/tiny", dry_run=out)
     text = (out / "README.md").read_text()
-    assert "trained at `max_seq_length` 48 tokens; the saved model encodes up to 48 tokens" in text
+    # trained at the recipe's max_seq_length, saved at the start model's own length (issue 19): the card says both
+    assert "trained at `max_seq_length` **48** tokens; the saved model encodes up to **64** tokens" in text
     assert "sha256" in text and "rows used" in text and "| 24 |" in text
-    # a checkpoint saved at another length than it was trained at says so
+    # a checkpoint saved at the length it was trained at says that
     config = json.loads((trained / "tokenizer_config.json").read_text())
-    config["model_max_length"] = 256
+    config["model_max_length"] = 48
     (trained / "tokenizer_config.json").write_text(json.dumps(config))
     push(trained, "my-org/tiny", dry_run=tmp_path / "staged2")
     text = (tmp_path / "staged2" / "README.md").read_text()
-    assert "trained at `max_seq_length` **48** tokens; the saved model encodes up to **256** tokens" in text
+    assert "trained at `max_seq_length` 48 tokens; the saved model encodes up to 48 tokens" in text
 
 
 def test_card_without_sentence_transformers_card(checkpoint, tmp_path):
@@ -315,7 +316,7 @@ def test_public_recipe_helpers():
     assert out["datasets"][0]["path"] == "org/data" and out["datasets"][1]["path"] == "b.jsonl"
     assert out["datasets"][1]["loss"]["params"]["guide"] == "guide"
     assert out["loss"]["params"]["guide"] == "sentence-transformers/all-mpnet-base-v2"
-    assert out["training"] == {"hub_token": "<redacted>", "push_to_hub_password": "<redacted>", "learning_rate": 1e-5}
+    assert out["training"] == {"hub_token": "***", "push_to_hub_password": "***", "learning_rate": 1e-5}
     assert out["eval"] == {"data_dir": "data"} and out["output_dir"] == "x"
     text = "saved to /home/me/run/final and ~/x/y; see https://sbert.net/docs/a.html and/or </details>"
     assert scrub_paths(text) == "saved to final and y; see https://sbert.net/docs/a.html and/or </details>"

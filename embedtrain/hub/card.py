@@ -162,8 +162,7 @@ def _length_lines(run: dict[str, Any] | None, checkpoint: Path) -> list[str]:
         return [f"- **Sequence length**: trained at `max_seq_length` {trained} tokens; the saved model encodes up "
                 f"to {trained if saved is None else saved} tokens."]
     return [f"- **Sequence length**: trained at `max_seq_length` **{trained}** tokens; the saved model encodes up "
-            f"to **{saved}** tokens (`sentence_bert_config.json`). Texts longer than {trained} tokens were "
-            "truncated in training."]
+            f"to **{saved}** tokens. Texts longer than {trained} tokens were truncated in training."]
 
 
 def _mining_lines(recipe: dict[str, Any], run: dict[str, Any] | None) -> list[str]:
