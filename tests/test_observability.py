@@ -163,3 +163,13 @@ def test_dynamic_mining_rounds_are_logged_and_recorded(tmp_path, tiny_model_dir)
     assert refreshed[0][1] > 0
     logged = {e["step"]: e["mining/hn/refreshed"] for e in record["log_history"] if "mining/hn/refreshed" in e}
     assert logged == {s: v for s, v in refreshed}  # logging_steps 2 = every_steps: one round per log line
+
+
+def test_every_stage_writes_the_run_record(tmp_path, tiny4):
+    from test_starbucks_smae import smae_recipe
+
+    result = train(load_recipe(smae_recipe(tmp_path, tiny4)))
+    record = json.loads((result.final_dir / "embedtrain_run.json").read_text())
+    assert record["stage"] == "smae" and record["global_step"] == 3
+    assert record["datasets"][0]["format"] == "text" and len(record["datasets"][0]["sha256"]) == 64
+    assert (result.final_dir / "training_curves.png").stat().st_size > 10_000
