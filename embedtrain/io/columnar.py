@@ -87,9 +87,11 @@ class ConvertStats:
     hashes: list[np.ndarray] = field(default_factory=list)
 
     def distinct_rows(self) -> int:
+        """Distinct rows (by 64-bit row hash); sorting beats ``np.unique``'s hash path on large arrays."""
         if not self.hashes:
             return self.rows
-        return int(len(np.unique(np.concatenate(self.hashes))))
+        values = np.sort(np.concatenate(self.hashes))
+        return int(1 + np.count_nonzero(values[1:] != values[:-1])) if len(values) else 0
 
 
 def make_plan(source: Source, fmt: str, mapping: dict[str, str] | None, num_negatives: int | None) -> Plan:
@@ -263,11 +265,28 @@ def _update_stats(stats: ConvertStats, columns: dict[str, pa.Array], plan: Plan,
             if low == 0 and stats.first_without_negatives is None:
                 stats.first_without_negatives = offset + int(np.argmax(lengths == 0))
     if hash_rows and n:
-        import pandas as pd
+        texts = {k: (v if k != NEGATIVES_LIST else pc.binary_join(v, "\x1f")) for k, v in columns.items()
+                 if k != "score"}
+        stats.hashes.append(row_hashes(texts))
 
-        frame = pd.DataFrame({k: (v if k != NEGATIVES_LIST else pc.binary_join(v, "\x1f")).to_pandas()
-                              for k, v in columns.items() if k != "score"})
-        stats.hashes.append(pd.util.hash_pandas_object(frame, index=False).to_numpy())
+
+def row_hashes(columns: dict[str, pa.Array]) -> np.ndarray:
+    """A 64-bit hash per row of text columns (polars' multi-threaded row hash when installed - mteb needs it -
+    else xxhash per value, combined per row)."""
+    try:
+        import polars as pl
+    except ImportError:
+        pl = None
+    if pl is not None:
+        return pl.from_arrow(pa.table(columns)).hash_rows(seed=0).to_numpy().astype(np.uint64, copy=False)
+    import xxhash
+
+    out = np.zeros(len(next(iter(columns.values()))), dtype=np.uint64)
+    for arr in columns.values():
+        h = np.fromiter((xxhash.xxh3_64_intdigest(v.encode()) if v is not None else 0 for v in arr.to_pylist()),
+                        dtype=np.uint64, count=len(arr))
+        out = out * np.uint64(0x9E3779B97F4A7C15) ^ h
+    return out
 
 
 def convert(source: Source, plan: Plan, *, limit: int | None = None, hash_rows: bool = True,

@@ -41,6 +41,10 @@ class DatasetConfig(StrictModel):
     loss: LossConfig | None = None
     #: Hard-negative re-mining while training (embedtrain.mining), e.g. ``{dynamic: {every_steps: 100}}``.
     mining: DatasetMiningConfig | None = None
+    #: Read the file while training instead of preparing a cached Arrow copy first (data larger than the disk
+    #: cache). Needs ``training.max_steps``; no duplicate-free batches, no shuffling, one dataset per recipe,
+    #: no dynamic mining; rows are checked as they are read (docs/scale.md).
+    streaming: bool = False
 
 
 class TextDatasetConfig(StrictModel):

@@ -15,8 +15,8 @@ from typing import Any
 from datasets import Dataset
 
 from embedtrain.errors import DataError
-from embedtrain.io.formats import FORMATS, prompt_columns, to_dataset
-from embedtrain.io.readers import read_records
+from embedtrain.io.dataset_cache import load_dataset_cached, stream_dataset
+from embedtrain.io.formats import prompt_columns
 from embedtrain.losses import LossContext, check_loss_config
 from embedtrain.schema import ContrastiveRecipe, DatasetConfig, LossConfig, TextDatasetConfig
 from embedtrain.schema.base import LocatedModel
@@ -38,43 +38,66 @@ class PreparedDataset:
     prompts: dict[str, str] = field(default_factory=dict)
     #: Location of the dataset in the recipe, e.g. ``("datasets", 0)`` or ``("tasks", 1, "datasets", 0)``.
     loc: tuple[Any, ...] = ()
+    #: What preparing the data measured (rows, distinct rows, score range...; empty when streaming).
+    stats: dict[str, Any] = field(default_factory=dict)
 
 
-def load_dataset(recipe: LocatedModel, cfg: DatasetConfig | TextDatasetConfig, loc: tuple[Any, ...]) -> Dataset:
-    """Read and validate the dataset ``cfg`` declared at ``loc`` of the recipe."""
+def load_prepared(recipe: LocatedModel, cfg: DatasetConfig | TextDatasetConfig, loc: tuple[Any, ...]):
+    """The dataset ``cfg`` declared at ``loc`` of the recipe: checked, converted and memory-mapped from the
+    data cache (:mod:`embedtrain.io.dataset_cache`), or a checked-while-read ``IterableDataset`` with
+    ``streaming: true``. Returns ``(dataset, stats)``.
+
+    Under a multi-process launch each machine's main process prepares the cache entry first and the other
+    ranks open it (:func:`~embedtrain.train.distributed.main_process_first`).
+    """
+    from embedtrain.train.distributed import main_process_first
+
     if cfg.file_type == "hub":
-        records = read_records(cfg.path, "hub", split=cfg.split, limit=cfg.max_samples)
+        path: Any = cfg.path
     else:
         path = recipe.resolve_path(cfg.path)
         if not path.exists():
             raise recipe.error(f"data file not found: {path}", *loc, "path", kind=DataError)
-        records = read_records(path, cfg.file_type, split=cfg.split, limit=cfg.max_samples)
-    return to_dataset(records, cfg.format, cfg.columns, getattr(cfg, "num_negatives", None))
+    kwargs = dict(file_type=cfg.file_type, split=cfg.split, columns=cfg.columns,
+                  num_negatives=getattr(cfg, "num_negatives", None), max_samples=cfg.max_samples)
+    if getattr(cfg, "streaming", False):
+        return stream_dataset(path, cfg.format, **kwargs), {}
+    with main_process_first():
+        cached = load_dataset_cached(path, cfg.format, **kwargs)
+    return cached.dataset, {**cached.meta, "cache": str(cached.folder), "reused": cached.reused}
+
+
+def load_dataset(recipe: LocatedModel, cfg: DatasetConfig | TextDatasetConfig, loc: tuple[Any, ...]) -> Dataset:
+    """Read and validate the dataset ``cfg`` declared at ``loc`` of the recipe (see :func:`load_prepared`)."""
+    return load_prepared(recipe, cfg, loc)[0]
 
 
 def check_signal(recipe: LocatedModel, cfg: DatasetConfig, loc: tuple[Any, ...], dataset: Dataset,
-                 loss: LossConfig) -> None:
+                 loss: LossConfig, stats: dict[str, Any] | None = None) -> None:
     """Warn about data a loss learns little from; refuse data it learns nothing from (zero usable rows).
 
     * scored pairs whose scores are all equal: ranking losses (CoSENT, AnglE) have nothing to rank;
     * contrastive rows that are all the same: in-batch negatives are the positive itself.
+
+    ``stats`` are the figures measured while the data was prepared (score range, distinct rows); a streamed
+    dataset has none and is not checked.
     """
+    stats = stats or {}
+    if "rows" not in stats:
+        return
     where = f"dataset '{cfg.name}'"
-    n = len(dataset)
+    n = stats["rows"]
     inner = loss
     while inner.inner is not None:
         inner = inner.inner
     if "score" in dataset.column_names:
-        scores = set(dataset["score"])
-        if len(scores) == 1:
-            message = (f"{where}: all {n} scores are equal ({next(iter(scores))}), so there is nothing to rank")
+        if stats.get("score_min") is not None and stats["score_min"] == stats["score_max"]:
+            message = (f"{where}: all {n} scores are equal ({stats['score_min']}), so there is nothing to rank")
             if inner.name in RANKING_LOSSES:
                 raise recipe.error(message + f"; '{inner.name}' would train at loss 0", *loc, kind=DataError)
             logger.warning("%s", message)
         return
-    spec = FORMATS[cfg.format]
-    columns = [c for c in dataset.column_names if c in spec.text_roles or c.startswith("negative")]
-    distinct = len(set(zip(*(dataset[c] for c in columns)))) if columns else n
+    distinct = stats.get("distinct_rows") or n
     has_negatives = any(c.startswith("negative") for c in dataset.column_names)
     if distinct == 1 and n > 1 and not has_negatives:
         raise recipe.error(f"{where}: all {n} rows are the same pair, so in-batch negatives are the positive "
@@ -91,10 +114,25 @@ def prepare_dataset(recipe: LocatedModel, cfg: DatasetConfig, loc: tuple[Any, ..
     """Validate one dataset and its loss (declared at ``loss_loc``) without loading a model."""
     ctx = LossContext.for_recipe(recipe, loss_loc, cfg.format, model_shape)
     check_loss_config(loss, cfg.format, ctx)
-    dataset = load_dataset(recipe, cfg, loc)
-    check_signal(recipe, cfg, loc, dataset, loss)
+    check_streaming(recipe, cfg, loc)
+    dataset, stats = load_prepared(recipe, cfg, loc)
+    check_signal(recipe, cfg, loc, dataset, loss, stats)
     prompts = prompt_columns(cfg.format, dataset.column_names, query_prompt, passage_prompt)
-    return PreparedDataset(cfg, dataset, loss, ctx, prompts, loc)
+    return PreparedDataset(cfg, dataset, loss, ctx, prompts, loc, stats)
+
+
+def check_streaming(recipe: LocatedModel, cfg: DatasetConfig, loc: tuple[Any, ...]) -> None:
+    """``streaming: true`` limits: a known number of steps, one dataset, no dynamic mining."""
+    if not getattr(cfg, "streaming", False):
+        return
+    if not recipe.training.get("max_steps"):
+        raise recipe.error("a streamed dataset has no known length: set training.max_steps", *loc, "streaming")
+    if len(recipe.datasets_for_training) > 1:
+        raise recipe.error("streaming: true works with a single dataset (the multi-dataset batch sampler needs "
+                           "each dataset's length)", *loc, "streaming")
+    if cfg.mining is not None and cfg.mining.dynamic is not None:
+        raise recipe.error("dynamic mining rewrites negatives by row, which a streamed dataset has not; "
+                           "prepare the data (streaming: false)", *loc, "streaming")
 
 
 def prepare_contrastive(recipe: ContrastiveRecipe, model_shape: tuple[int, int] | None = None
