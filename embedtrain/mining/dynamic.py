@@ -269,6 +269,12 @@ class DynamicMiningCallback(TrainerCallback):
         self.rows = None
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
+        from embedtrain.errors import EmbedtrainError
+        from embedtrain.mining.collective import sharding_engine
+
+        if sharding_engine() == "fsdp1":
+            raise EmbedtrainError("dynamic mining encodes with the model being trained, which FSDP1 keeps as flat "
+                                  "shards; use fsdp_version: 2 (recipes/accelerate/fsdp.yaml) or DDP")
         for miner in self.miners:
             if not miner.restored:
                 miner.initialize(model, miner.file_scores)

@@ -22,6 +22,7 @@ from embedtrain.schema import ContrastiveRecipe
 from embedtrain.train.args import ST_TRAINING_DEFAULTS
 from embedtrain.train.prepare import PreparedDataset, checkpoint_prompts, prepare_contrastive
 from embedtrain.train.runner import TrainingMode
+from embedtrain.train.sharded import sharded_trainer
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class ContrastiveMode(TrainingMode):
         losses = {p.config.name: build_loss(p.loss, model, p.loss_context) for p in self.prepared}
         logger.info("training %s on %s", self.recipe.model.name_or_path,
                     ", ".join(f"{n} ({len(d)} rows)" for n, d in train_datasets.items()))
-        trainer = SentenceTransformerTrainer(
+        trainer = sharded_trainer(SentenceTransformerTrainer)(
             model=model, args=args, train_dataset=train_datasets, loss=losses,
             evaluator=combined(self.evaluators) if args.eval_strategy != "no" else None,
             callbacks=[*callbacks, *mining])

@@ -3,7 +3,7 @@
 * :func:`main_process_first` - under ``accelerate launch`` / ``torchrun`` the local main process of each
   machine runs the block first (preparing the data cache) and the other ranks run it after (opening what it
   wrote); a single process just runs it.
-* :func:`sharding_engine` - ``"fsdp"`` (FSDP2), ``"fsdp1"``, ``"deepspeed"`` or None, from accelerate's state:
+* :func:`~embedtrain.mining.collective.sharding_engine` - how accelerate shards the model (FSDP, ZeRO-3...):
   what decides how the final model is gathered and which features need every rank in step.
 """
 
@@ -33,20 +33,3 @@ def main_process_first() -> Iterator[None]:
 
     with PartialState().local_main_process_first():
         yield
-
-
-def sharding_engine() -> str | None:
-    """``"fsdp"`` (FSDP2), ``"fsdp1"``, ``"deepspeed"`` or None (DDP / one process), as accelerate set it up."""
-    from accelerate.state import AcceleratorState
-    from accelerate.utils import DistributedType
-
-    if not AcceleratorState._shared_state:
-        return None
-    state = AcceleratorState()
-    kind = getattr(state, "distributed_type", None)
-    if kind == DistributedType.FSDP:
-        plugin = getattr(state, "fsdp_plugin", None)
-        return "fsdp" if getattr(plugin, "fsdp_version", 1) == 2 else "fsdp1"
-    if kind == DistributedType.DEEPSPEED:
-        return "deepspeed"
-    return None

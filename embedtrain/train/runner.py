@@ -29,10 +29,12 @@ from embedtrain.io.checkpoints import (
     save_with_recipe,
     seal,
 )
+from embedtrain.mining.collective import sharding_engine
 from embedtrain.models.inspect import model_shape
 from embedtrain.models.resolve import recipe_model_path
 from embedtrain.schema import Recipe
 from embedtrain.train.args import build_training_args
+from embedtrain.train.sharded import SHARDED_ENGINES, full_weights, gather_full_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -226,16 +228,20 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
     mode.after_train(trainer)
 
     after: dict[str, float] = {}
+    full_state = gather_full_state_dict(trainer)  # FSDP / ZeRO-3: a collective, on every rank
     if is_main:
-        atomic_save(lambda tmp: mode.save_final(trainer, tmp), final_dir)
+        with full_weights(trainer.model, full_state):
+            atomic_save(lambda tmp: mode.save_final(trainer, tmp), final_dir)
         logger.info("saved final model to %s", final_dir)
         trained_at, saved_at = getattr(trainer.model, "max_seq_length", None), mode.saved_length()
         if saved_at is not None and trained_at is not None and saved_at != trained_at:
             logger.info("trained at max_seq_length %d; saved with %d (the length it is evaluated and used at; "
                         "set model.saved_max_seq_length to change it)", trained_at, saved_at)
+    if is_main or full_state is not None or sharding_engine() in SHARDED_ENGINES:
+        # with sharded weights every forward is a collective: every rank runs the quick checks
         with mode.as_saved(trainer.model):
             after = mode.quick_scores(trainer.model)
-        for name, value in after.items():
+        for name, value in after.items() if is_main else ():
             logger.info("after training: %s %.2f", name, value)
     trainer.accelerator.wait_for_everyone()
     details = mode.details(trainer)

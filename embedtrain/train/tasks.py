@@ -26,6 +26,7 @@ from embedtrain.train.args import ST_TRAINING_DEFAULTS
 from embedtrain.train.contrastive import load_start_model
 from embedtrain.train.prepare import PreparedDataset, prepare_dataset
 from embedtrain.train.runner import TrainingMode
+from embedtrain.train.sharded import sharded_trainer
 
 logger = logging.getLogger(__name__)
 
@@ -109,8 +110,8 @@ class TaskMode(TrainingMode):
         logger.info("tasks per dataset: %s", {n: sorted(set(c.values())) for n, c in self.mapping.items()})
         train_datasets = {p.config.name: p.dataset for p in self.prepared}
         losses = {p.config.name: build_loss(p.loss, model, p.loss_context) for p in self.prepared}
-        return SentenceTransformerTrainer(model=model, args=args, train_dataset=train_datasets, loss=losses,
-                                          callbacks=callbacks)
+        return sharded_trainer(SentenceTransformerTrainer)(model=model, args=args, train_dataset=train_datasets,
+                                                           loss=losses, callbacks=callbacks)
 
     def quick_scores(self, model) -> dict[str, float]:
         scores = {}
