@@ -53,10 +53,33 @@ class _TrainingMode:
 
     def __enter__(self):
         self.was_training = self.model.training
+        _materialise_fsdp_params(self.model)
         return self.model
 
     def __exit__(self, *exc) -> None:
         self.model.train(self.was_training)
+
+
+def _materialise_fsdp_params(model) -> None:
+    """Let FSDP2 allocate its unsharded parameters outside ``torch.inference_mode``.
+
+    sentence-transformers encodes under ``inference_mode``; if the first all-gather of an FSDP2 module happens
+    there, its unsharded parameters become inference tensors and the next training forward fails. One
+    unshard / reshard with plain ``no_grad`` first (a collective: every rank is here, in lock step) avoids that.
+    """
+    try:
+        import torch
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:
+        return
+    if getattr(model, "_embedtrain_fsdp_ready", False) or not isinstance(model, FSDPModule):
+        return
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, FSDPModule):
+                module.unshard()
+                module.reshard()
+    model._embedtrain_fsdp_ready = True
 
 
 @dataclass

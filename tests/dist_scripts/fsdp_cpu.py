@@ -57,12 +57,12 @@ def gather(model_dir: str, out_file: str, loss_name: str, params: dict) -> None:
     from embedtrain.mining.collective import sharding_engine
     from embedtrain.schema import LossConfig
 
-    accelerator = Accelerator()
+    accelerator = Accelerator(cpu=True)  # as transformers does on a machine without accelerators
     rank, world = dist.get_rank(), dist.get_world_size()
     reference = SentenceTransformer(model_dir, device="cpu")  # unsharded copy: the one-process loss
     reference.eval()
     model = SentenceTransformer(model_dir, device="cpu")
-    model = accelerator.prepare(model)
+    model, _ = accelerator.prepare(model, torch.optim.SGD(model.parameters(), lr=0.0))  # FSDP2 wants both
     model.eval()
     anchors = [f"question {i} about subject {i * 3}" for i in range(8)]
     positives = [f"answer {i} talking of subject {i * 3}" for i in range(8)]
