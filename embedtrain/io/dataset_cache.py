@@ -49,14 +49,15 @@ DATA_FILE = "data.arrow"
 META_FILE = "meta.json"
 
 
-def cache_root() -> Path:
-    """Where prepared datasets are kept: ``$EMBEDTRAIN_CACHE_DIR/datasets``, else ``<datasets cache>/embedtrain``."""
+def cache_root(kind: str = "datasets") -> Path:
+    """Where prepared data of ``kind`` is kept: ``$EMBEDTRAIN_CACHE_DIR/<kind>``, else
+    ``<datasets cache>/embedtrain`` for datasets and ``<datasets cache>/embedtrain-<kind>`` for the rest."""
     root = os.environ.get("EMBEDTRAIN_CACHE_DIR")
     if root:
-        return Path(root).expanduser() / "datasets"
+        return Path(root).expanduser() / kind
     import datasets.config
 
-    return Path(datasets.config.HF_DATASETS_CACHE) / "embedtrain"
+    return Path(datasets.config.HF_DATASETS_CACHE) / ("embedtrain" if kind == "datasets" else f"embedtrain-{kind}")
 
 
 @dataclass

@@ -12,7 +12,8 @@ order, so every rank then applies the same deterministic decisions to the same n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
@@ -35,6 +36,10 @@ class Collective(Protocol):
         """Every rank's ``obj``, indexed by rank, on every rank."""
         ...
 
+    def barrier(self) -> None:
+        """Wait until every rank is here."""
+        ...
+
 
 class LocalCollective:
     """One process: gathering returns the object itself."""
@@ -45,6 +50,9 @@ class LocalCollective:
 
     def all_gather_object(self, obj: Any) -> list[Any]:
         return [obj]
+
+    def barrier(self) -> None:
+        pass
 
 
 class TorchCollective:
@@ -63,6 +71,9 @@ class TorchCollective:
         self._dist.all_gather_object(out, obj)
         return out
 
+    def barrier(self) -> None:
+        self._dist.barrier()
+
 
 def current_collective() -> Collective:
     """The torch.distributed collective when running multi-process, else :class:`LocalCollective`."""
@@ -71,6 +82,38 @@ def current_collective() -> Collective:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         return TorchCollective(lockstep=sharding_engine() in ("fsdp", "fsdp1", "deepspeed3"))
     return LocalCollective()
+
+
+def launched_world_size() -> int:
+    """Processes of the launch (``WORLD_SIZE`` set by ``accelerate launch`` / ``torchrun``; 1 otherwise)."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def init_collective() -> Collective:
+    """The process group of the launch (started through accelerate when launched with several processes)."""
+    if launched_world_size() > 1:
+        from accelerate import PartialState
+
+        PartialState()  # initialises torch.distributed (gloo on CPUs, nccl on GPUs) from the launcher's env
+    return current_collective()
+
+
+@contextlib.contextmanager
+def main_process_first() -> Iterator[None]:
+    """Run the block on each machine's main process first, then on the other ranks (no-op for one process).
+
+    The local main goes first (not only the global one) so that a cache on each machine's own disk is built
+    once per machine; on a shared disk the others find it built (a file lock guards the build either way).
+    """
+    if launched_world_size() <= 1:
+        yield
+        return
+    from accelerate import PartialState
+
+    with PartialState().local_main_process_first():
+        yield
 
 
 def sharding_engine() -> str | None:
