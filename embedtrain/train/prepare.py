@@ -42,6 +42,14 @@ class PreparedDataset:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+def row_count(dataset) -> str:
+    """``"<n> rows"`` of a prepared dataset, or ``"streamed"`` (an IterableDataset has no length)."""
+    try:
+        return f"{len(dataset)} rows"
+    except TypeError:
+        return "streamed"
+
+
 def load_prepared(recipe: LocatedModel, cfg: DatasetConfig | TextDatasetConfig, loc: tuple[Any, ...]):
     """The dataset ``cfg`` declared at ``loc`` of the recipe: checked, converted and memory-mapped from the
     data cache (:mod:`embedtrain.io.dataset_cache`), or a checked-while-read ``IterableDataset`` with

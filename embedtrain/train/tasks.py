@@ -24,7 +24,7 @@ from embedtrain.losses import build_loss
 from embedtrain.schema import TaskRecipe
 from embedtrain.train.args import ST_TRAINING_DEFAULTS
 from embedtrain.train.contrastive import load_start_model
-from embedtrain.train.prepare import PreparedDataset, prepare_dataset
+from embedtrain.train.prepare import PreparedDataset, row_count, prepare_dataset
 from embedtrain.train.runner import TrainingMode
 from embedtrain.train.sharded import sharded_trainer
 
@@ -86,7 +86,7 @@ class TaskMode(TrainingMode):
         return extras
 
     def describe(self) -> list[str]:
-        return [f"{p.config.name}: {len(p.dataset)} rows, columns {p.dataset.column_names}, loss {p.loss.name}, "
+        return [f"{p.config.name}: {row_count(p.dataset)}, columns {p.dataset.column_names}, loss {p.loss.name}, "
                 f"tasks {', '.join(sorted(set(self.mapping[p.config.name].values())))}" for p in self.prepared]
 
     def build_trainer(self, args, callbacks: list[TrainerCallback], resume_from: Path | None):

@@ -1,0 +1,134 @@
+"""Training data as cached, memory-mapped Arrow datasets: reuse, invalidation, located errors in big files,
+the row-by-row reference path, streaming."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+from helpers import pair_rows, write_recipe, write_rows
+
+from embedtrain.errors import DataError, RecipeError
+from embedtrain.io.dataset_cache import load_dataset_cached, stream_dataset
+from embedtrain.io.formats import to_dataset
+from embedtrain.io.readers import read_records
+
+
+def _big_pairs(path, n, bad_at=None, bad=None, blank_every=0):
+    """``n`` pair rows; row ``bad_at`` (0-based) replaced by ``bad``; a blank line after every ``blank_every`` rows.
+    Returns the 1-based line of the bad row."""
+    line_of_bad = None
+    with path.open("w", encoding="utf-8") as fh:
+        line = 0
+        for i in range(n):
+            row = bad if i == bad_at else {"query": f"question {i} with some words", "passage": f"passage {i} text"}
+            fh.write(json.dumps(row) + "\n")
+            line += 1
+            if i == bad_at:
+                line_of_bad = line
+            if blank_every and (i + 1) % blank_every == 0:
+                fh.write("\n")
+                line += 1
+    return line_of_bad
+
+
+def test_second_load_opens_the_cache_and_a_changed_file_is_prepared_again(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    write_rows(path, pair_rows(50))
+    first = load_dataset_cached(path, "pairs", cache_dir=tmp_path / "cache")
+    again = load_dataset_cached(path, "pairs", cache_dir=tmp_path / "cache")
+    assert not first.reused and again.reused and again.folder == first.folder
+    assert again.dataset.column_names == ["anchor", "positive"] and len(again.dataset) == 50
+    assert again.dataset.cache_files[0]["filename"].startswith(str(tmp_path / "cache"))  # memory-mapped from disk
+    other_mapping = load_dataset_cached(path, "pairs", columns={"anchor": "passage", "positive": "query"},
+                                        cache_dir=tmp_path / "cache")
+    assert not other_mapping.reused and other_mapping.dataset[0]["anchor"].startswith("item 0 is")
+    write_rows(path, pair_rows(51))  # new content: a new entry
+    changed = load_dataset_cached(path, "pairs", cache_dir=tmp_path / "cache")
+    assert not changed.reused and len(changed.dataset) == 51 and changed.folder != first.folder
+    assert first.meta["fast_path"] and first.meta["distinct_rows"] == 50
+
+
+@pytest.mark.parametrize("bad,field,message", [
+    ({"query": "q", "passage": 7}, "passage", "expected a string, got int 7"),
+    ({"query": "   ", "passage": "p"}, "query", "empty text"),
+    ({"query": "q"}, "passage", "missing column 'passage'"),
+    ({"query": None, "passage": "p"}, "query", "expected a string, got NoneType None"),
+])
+def test_bad_row_deep_in_a_big_file_names_its_line(tmp_path, bad, field, message):
+    path = tmp_path / "big.jsonl"
+    line = _big_pairs(path, 120_000, bad_at=117_003, bad=bad, blank_every=1000)  # blank lines shift the numbering
+    assert line == 117_003 + 1 + 117  # 117 blank lines before it
+    with pytest.raises(DataError) as info:
+        load_dataset_cached(path, "pairs", cache_dir=tmp_path / "cache")
+    assert info.value.line == line and info.value.field == field and message in str(info.value)
+    assert str(path) in str(info.value)
+    assert not list((tmp_path / "cache").glob("big*-*[!k]"))  # no half-written cache entry is left
+
+
+def test_big_csv_and_parquet_errors_name_line_and_row(tmp_path):
+    import pandas as pd
+
+    rows = [{"anchor": f"a {i}", "positive": f"p {i}"} for i in range(30_000)]
+    rows[25_000]["positive"] = ""
+    frame = pd.DataFrame(rows)
+    frame.to_csv(tmp_path / "big.csv", index=False)
+    with pytest.raises(DataError) as info:
+        load_dataset_cached(tmp_path / "big.csv", "pairs", cache_dir=tmp_path / "c")
+    assert info.value.line == 25_002 and "empty text" in str(info.value)  # header is line 1
+    frame.to_parquet(tmp_path / "big.parquet", row_group_size=4096)
+    with pytest.raises(DataError, match="row 25000"):
+        load_dataset_cached(tmp_path / "big.parquet", "pairs", cache_dir=tmp_path / "c")
+
+
+def test_type_change_late_in_the_file_continues_row_by_row_with_the_same_result(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    with path.open("w") as fh:  # negatives switch from plain strings to mined {"text", "score"} items
+        for i in range(40_000):
+            negs = [f"n{i}a", f"n{i}b"] if i < 30_000 else [{"text": f"n{i}a", "score": 0.1}, f"n{i}b"]
+            fh.write(json.dumps({"query": f"q {i}", "positive": f"p {i}", "negatives": negs}) + "\n")
+    cached = load_dataset_cached(path, "hard_negatives", cache_dir=tmp_path / "c")
+    assert not cached.meta["fast_path"]
+    reference = to_dataset(read_records(path), "hard_negatives")
+    assert cached.dataset.column_names == reference.column_names
+    assert cached.dataset[29_999] == reference[29_999] and cached.dataset[39_999] == reference[39_999]
+    assert cached.dataset["negative_2"][-3:] == reference["negative_2"][-3:]
+
+
+def test_cache_is_not_python_lists(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    write_rows(path, pair_rows(20))
+    ds = load_dataset_cached(path, "pairs", cache_dir=tmp_path / "c").dataset
+    assert isinstance(ds.data.table, pa.Table) and ds.cache_files  # Arrow, backed by a file
+
+
+def test_streaming_checks_rows_as_they_are_read(tmp_path):
+    path = tmp_path / "s.jsonl"
+    _big_pairs(path, 30, bad_at=25, bad={"query": "q", "passage": ""})
+    ds = stream_dataset(path, "pairs")
+    assert ds.column_names == ["anchor", "positive"]
+    assert next(iter(stream_dataset(path, "pairs", max_samples=10))) == {
+        "anchor": "question 0 with some words", "positive": "passage 0 text"}
+    with pytest.raises(DataError) as info:  # the batch holding the bad row stops the iteration
+        list(ds)
+    assert info.value.line == 26
+    with pytest.raises(DataError, match="num_negatives"):
+        stream_dataset(tmp_path / "s.jsonl", "hard_negatives", columns={"anchor": "query", "positive": "passage",
+                                                                         "negatives": "passage"})
+
+
+def test_streaming_recipe_limits_are_checked_before_training(tmp_path, tiny_model_dir):
+    from embedtrain.api import train, validate
+
+    write_rows(tmp_path / "pairs.jsonl", pair_rows(40))
+    recipe = {"model": {"name_or_path": str(tiny_model_dir)},
+              "datasets": [{"name": "p", "path": "pairs.jsonl", "format": "pairs", "streaming": True}],
+              "loss": {"name": "mnrl"}, "training": {"per_device_train_batch_size": 8},
+              "output_dir": str(tmp_path / "out")}
+    with pytest.raises(RecipeError, match="max_steps") as info:
+        validate(write_recipe(tmp_path / "r.yaml", recipe))
+    assert info.value.field.endswith("streaming")
+    recipe["training"]["max_steps"] = 3
+    result = train(write_recipe(tmp_path / "r.yaml", recipe))
+    assert result.global_step == 3 and (result.final_dir / "model.safetensors").exists()
