@@ -39,6 +39,11 @@ logger = logging.getLogger(__name__)
 
 #: Column holding the full negatives list while ``num_negatives`` is unknown (split into negative_k at the end).
 NEGATIVES_LIST = "__negatives"
+#: Extra columns kept for dynamic re-mining (:attr:`Plan.candidates_column`): every negative of the file, their
+#: ``score`` (null where the file has none) and the row's ranked candidates.
+FILE_NEGATIVES, FILE_SCORES, CANDIDATES = "__file_negatives", "__file_scores", "__candidates"
+EXTRA_COLUMNS = (FILE_NEGATIVES, FILE_SCORES, CANDIDATES)
+_SCORED_ITEM = pa.struct([("text", pa.string()), ("score", pa.float64())])
 
 
 @dataclass
@@ -53,6 +58,10 @@ class Plan:
     num_negatives: int | None
     #: ``"dicts"`` when list items are ``{"text": ..., "score": ...}`` (mined output), else ``"strings"``.
     list_items: str = "strings"
+    #: Dynamic re-mining needs every negative of the file, their scores and the ranked candidates of this column:
+    #: kept as the extra columns :data:`EXTRA_COLUMNS` (None: not kept).
+    candidates_column: str | None = None
+    candidate_items: str = "strings"
 
     def input_schema(self, *, text_scores: bool = False) -> pa.Schema:
         """Columns (and types) the fast readers should produce."""
@@ -64,8 +73,11 @@ class Plan:
             if column is None:
                 fields += [pa.field(c, pa.string()) for c in self.numbered]
             else:
-                item = pa.struct([("text", pa.string())]) if self.list_items == "dicts" else pa.string()
+                item = _SCORED_ITEM if self.list_items == "dicts" else pa.string()
                 fields.append(pa.field(column, pa.list_(item)))
+        if self.candidates_column is not None:
+            item = _SCORED_ITEM if self.candidate_items == "dicts" else pa.string()
+            fields.append(pa.field(self.candidates_column, pa.list_(item)))
         if self.spec.score_role:
             fields.append(pa.field(self.cols[self.spec.score_role], pa.string() if text_scores else pa.float64()))
         seen: dict[str, pa.Field] = {}
@@ -94,7 +106,8 @@ class ConvertStats:
         return int(1 + np.count_nonzero(values[1:] != values[:-1])) if len(values) else 0
 
 
-def make_plan(source: Source, fmt: str, mapping: dict[str, str] | None, num_negatives: int | None) -> Plan:
+def make_plan(source: Source, fmt: str, mapping: dict[str, str] | None, num_negatives: int | None,
+              candidates_column: str | None = None) -> Plan:
     """Resolve the roles of ``fmt`` against the source's first row (errors as :func:`to_dataset` raises them)."""
     if fmt not in FORMATS:
         raise DataError(f"unknown format '{fmt}'; choose from {sorted(FORMATS)}", file=source.path, field="format")
@@ -114,7 +127,12 @@ def make_plan(source: Source, fmt: str, mapping: dict[str, str] | None, num_nega
             numbered = [k for _, k in sorted(found)]
         elif isinstance(row.get(column), list) and row[column] and isinstance(row[column][0], dict):
             list_items = "dicts"
-    return Plan(fmt, spec, cols, numbered, num_negatives, list_items)
+    candidate_items = "strings"
+    if candidates_column is not None:
+        value = row.get(candidates_column)
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            candidate_items = "dicts"
+    return Plan(fmt, spec, cols, numbered, num_negatives, list_items, candidates_column, candidate_items)
 
 
 # -- screening: one function per role kind, each returns a boolean "suspect" mask -----------------------------
@@ -198,6 +216,10 @@ def screen(batch: pa.RecordBatch, plan: Plan) -> tuple[np.ndarray, np.ndarray | 
     if spec.score_role:
         scores, bad = parse_scores(batch.column(cols[spec.score_role]))
         mask |= bad
+    if plan.candidates_column is not None:  # a missing candidates list is fine; a bad item is not
+        arr = batch.column(plan.candidates_column)
+        bad = np.asarray(screen_text_list(arr, None).to_numpy(zero_copy_only=False), dtype=bool)
+        mask |= bad & ~np.asarray(pc.is_null(arr).to_numpy(zero_copy_only=False), dtype=bool)
     return mask, scores
 
 
@@ -231,7 +253,51 @@ def convert_batch(batch: pa.RecordBatch, plan: Plan, scores: np.ndarray | None) 
                 out[NEGATIVES_LIST] = pa.ListArray.from_arrays(pa.array(offsets), _as_string(_list_texts(arr)))
     if spec.score_role:
         out["score"] = pa.array(scores, pa.float64())
+    if plan.candidates_column is not None:
+        out.update(_extra_columns(batch, plan))
     return out
+
+
+def _as_list(arr: pa.Array, field: str = "text", dtype: pa.DataType = pa.string()) -> pa.Array:
+    """A list column as ``list<dtype>`` of its items (``field`` of dict items; nulls for plain items' scores);
+    a missing list becomes an empty one."""
+    lengths = np.asarray(pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False))
+    offsets = pa.array(np.r_[0, np.cumsum(lengths)].astype(np.int32))
+    values = pc.list_flatten(arr)
+    if pa.types.is_struct(values.type):
+        values = pc.struct_field(values, field) if values.type.get_field_index(field) >= 0 else \
+            pa.nulls(len(values), dtype)
+    elif field != "text":
+        values = pa.nulls(len(values), dtype)
+    return pa.ListArray.from_arrays(offsets, pc.cast(values, dtype))
+
+
+def _extra_columns(batch: pa.RecordBatch, plan: Plan) -> dict[str, pa.Array]:
+    column = plan.cols[plan.spec.list_role]
+    if column is None:  # numbered negative columns
+        texts = [_as_string(batch.column(c)).to_pylist() for c in plan.numbered]
+        negatives = pa.array([list(r) for r in zip(*texts)], pa.list_(pa.string()))
+        scores = pa.array([[None] * len(plan.numbered)] * batch.num_rows, pa.list_(pa.float64()))
+    else:
+        negatives = _as_list(batch.column(column))
+        scores = _as_list(batch.column(column), "score", pa.float64())
+    return {FILE_NEGATIVES: negatives, FILE_SCORES: scores,
+            CANDIDATES: _as_list(batch.column(plan.candidates_column))}
+
+
+def _row_extras(records: Records, plan: Plan) -> dict[str, list]:
+    """The dynamic-mining extras of the one row of ``records`` (reference path; same checks as the training
+    code always made: candidate items are texts or ``{"text": ...}``)."""
+    from embedtrain.io.formats import row_negatives
+
+    column = plan.cols[plan.spec.list_role]
+    raw = records.rows[0].get(column) if column else None
+    scores = [item.get("score") if isinstance(item, dict) else None for item in raw] if isinstance(raw, list) \
+        else [None] * len(row_negatives(records, 0, column))
+    scores = [float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None for x in scores]
+    candidates = row_negatives(records, 0, plan.candidates_column) \
+        if records.rows[0].get(plan.candidates_column) is not None else []
+    return {FILE_NEGATIVES: row_negatives(records, 0, column), FILE_SCORES: scores, CANDIDATES: candidates}
 
 
 def _rows_to_columns(rows: list, plan: Plan) -> dict[str, pa.Array]:
@@ -246,6 +312,10 @@ def _rows_to_columns(rows: list, plan: Plan) -> dict[str, pa.Array]:
             out[NEGATIVES_LIST] = pa.array([r.negatives for r in rows], pa.list_(pa.string()))
     if spec.score_role:
         out["score"] = pa.array([r.score for r in rows], pa.float64())
+    if plan.candidates_column is not None:
+        out[FILE_NEGATIVES] = pa.array([r.extras[FILE_NEGATIVES] for r in rows], pa.list_(pa.string()))
+        out[FILE_SCORES] = pa.array([r.extras[FILE_SCORES] for r in rows], pa.list_(pa.float64()))
+        out[CANDIDATES] = pa.array([r.extras[CANDIDATES] for r in rows], pa.list_(pa.string()))
     return out
 
 
@@ -266,7 +336,7 @@ def _update_stats(stats: ConvertStats, columns: dict[str, pa.Array], plan: Plan,
                 stats.first_without_negatives = offset + int(np.argmax(lengths == 0))
     if hash_rows and n:
         texts = {k: (v if k != NEGATIVES_LIST else pc.binary_join(v, "\x1f")) for k, v in columns.items()
-                 if k != "score"}
+                 if k != "score" and k not in EXTRA_COLUMNS}
         stats.hashes.append(row_hashes(texts))
 
 
@@ -335,7 +405,10 @@ def _confirm(source: Source, plan: Plan, index: int) -> None:
     """Check a flagged row with the reference row check (raises its located error); if that check passes the
     screening and the reference disagree, so the reference path takes over."""
     pos, row = source.locate(index)
-    check_row(Records(source.path, [row], [pos], unit=source.unit), 0, plan.spec, plan.cols, plan.num_negatives)
+    records = Records(source.path, [row], [pos], unit=source.unit)
+    check_row(records, 0, plan.spec, plan.cols, plan.num_negatives)
+    if plan.candidates_column is not None:
+        _row_extras(records, plan)
     raise FastPathUnavailable(f"row {index} was flagged by the vectorised checks but passes the row check")
 
 
@@ -346,8 +419,11 @@ def _convert_reference(source: Source, plan: Plan, limit: int | None, hash_rows:
     for i, (pos, row) in enumerate(source.rows(start=start), start=start):
         if limit is not None and i >= limit:
             break
-        rows.append(check_row(Records(source.path, [row], [pos], unit=source.unit), 0, plan.spec, plan.cols,
-                              plan.num_negatives))
+        records = Records(source.path, [row], [pos], unit=source.unit)
+        checked = check_row(records, 0, plan.spec, plan.cols, plan.num_negatives)
+        if plan.candidates_column is not None:
+            checked.extras = _row_extras(records, plan)
+        rows.append(checked)
         if len(rows) == BATCH_ROWS:
             columns = _rows_to_columns(rows, plan)
             _update_stats(stats, columns, plan, offset, hash_rows)

@@ -72,10 +72,10 @@ class CachedDataset:
 
 
 def _key(source: Source, fmt: str, columns: dict[str, str] | None, num_negatives: int | None,
-         max_samples: int | None) -> str:
+         max_samples: int | None, candidates_column: str | None = None) -> str:
     payload = {"version": CACHE_VERSION, "source": source.fingerprint(), "split": source.split, "format": fmt,
                "columns": dict(sorted((columns or {}).items())), "num_negatives": num_negatives,
-               "max_samples": max_samples}
+               "max_samples": max_samples, "candidates_column": candidates_column}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -130,20 +130,22 @@ def build_entry(source: Source, plan: Plan, folder: Path, *, limit: int | None, 
 def load_dataset_cached(path: str | Path, fmt: str, *, file_type: str | None = None, split: str | None = None,
                         columns: dict[str, str] | None = None, num_negatives: int | None = None,
                         max_samples: int | None = None, cache_dir: str | Path | None = None,
-                        hash_rows: bool = True) -> CachedDataset:
+                        hash_rows: bool = True, candidates_column: str | None = None) -> CachedDataset:
     """The checked dataset of ``path`` as format ``fmt``, memory-mapped from the cache (built on first use).
 
     Errors are the located :class:`~embedtrain.errors.DataError` of the first bad row (``file:line, field``).
+    With ``candidates_column`` (hard negatives re-mined while training) the dataset also holds
+    :data:`~embedtrain.io.columnar.EXTRA_COLUMNS`: every negative of the file, their scores, the candidates.
     """
     from datasets import Dataset
     from filelock import FileLock
 
     source = open_source(path, file_type, split=split)
-    plan = make_plan(source, fmt, columns, num_negatives)
+    plan = make_plan(source, fmt, columns, num_negatives, candidates_column)
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     root.mkdir(parents=True, exist_ok=True)
     stem = Path(str(path)).name.replace("/", "_")[:60] or "data"
-    folder = root / f"{stem}-{_key(source, fmt, columns, num_negatives, max_samples)}"
+    folder = root / f"{stem}-{_key(source, fmt, columns, num_negatives, max_samples, candidates_column)}"
     reused = True
     with FileLock(str(folder) + ".lock"):
         if not (folder / META_FILE).is_file():

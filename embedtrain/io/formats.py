@@ -154,6 +154,8 @@ class CheckedRow:
     texts: dict[str, str]
     negatives: list[str] | None = None
     score: float | None = None
+    #: Extra per-row values some readers keep (dynamic mining's file negatives and candidates).
+    extras: dict | None = None
 
 
 def check_row(records: Records, i: int, spec: FormatSpec, cols: dict[str, str | None],

@@ -15,6 +15,7 @@ from typing import Any
 from datasets import Dataset
 
 from embedtrain.errors import DataError
+from embedtrain.io.columnar import EXTRA_COLUMNS
 from embedtrain.io.dataset_cache import load_dataset_cached, stream_dataset
 from embedtrain.io.formats import prompt_columns
 from embedtrain.losses import LossContext, check_loss_config
@@ -40,6 +41,8 @@ class PreparedDataset:
     loc: tuple[Any, ...] = ()
     #: What preparing the data measured (rows, distinct rows, score range...; empty when streaming).
     stats: dict[str, Any] = field(default_factory=dict)
+    #: With dynamic mining: the file's negatives, their scores and the candidates, per row (memory-mapped).
+    extras: Any = None
 
 
 def row_count(dataset) -> str:
@@ -70,8 +73,11 @@ def load_prepared(recipe: LocatedModel, cfg: DatasetConfig | TextDatasetConfig, 
                   num_negatives=getattr(cfg, "num_negatives", None), max_samples=cfg.max_samples)
     if getattr(cfg, "streaming", False):
         return stream_dataset(path, cfg.format, **kwargs), {}
+    mining = getattr(cfg, "mining", None)
+    dynamic = mining.dynamic if mining is not None else None
     with main_process_first():
-        cached = load_dataset_cached(path, cfg.format, **kwargs)
+        cached = load_dataset_cached(path, cfg.format, **kwargs,
+                                     candidates_column=dynamic.candidates_column if dynamic is not None else None)
     return cached.dataset, {**cached.meta, "cache": str(cached.folder), "reused": cached.reused}
 
 
@@ -124,9 +130,13 @@ def prepare_dataset(recipe: LocatedModel, cfg: DatasetConfig, loc: tuple[Any, ..
     check_loss_config(loss, cfg.format, ctx)
     check_streaming(recipe, cfg, loc)
     dataset, stats = load_prepared(recipe, cfg, loc)
+    extras = None
+    kept = [c for c in EXTRA_COLUMNS if c in dataset.column_names]
+    if kept:  # dynamic mining's columns: kept aside (memory-mapped), not trained on
+        extras, dataset = dataset.select_columns(kept), dataset.remove_columns(kept)
     check_signal(recipe, cfg, loc, dataset, loss, stats)
     prompts = prompt_columns(cfg.format, dataset.column_names, query_prompt, passage_prompt)
-    return PreparedDataset(cfg, dataset, loss, ctx, prompts, loc, stats)
+    return PreparedDataset(cfg, dataset, loss, ctx, prompts, loc, stats, extras)
 
 
 def check_streaming(recipe: LocatedModel, cfg: DatasetConfig, loc: tuple[Any, ...]) -> None:
