@@ -88,7 +88,8 @@ def test_approximate_search_reports_recall_against_exact(tmp_path, tiny_model_di
     approx = run_mining(_config(tmp_path, tiny_model_dir, pairs, corpus, tmp_path / f"{index}.jsonl", index=index,
                                 ivf_lists=16, ivf_probe=4, hnsw_ef_search=64, recall_sample=100))
     assert exact.stats.recall_at_k is None
-    assert 0.3 < approx.stats.recall_at_k <= 1.0 and approx.stats.recall_k == 30 + 2 + 1  # range_max + most positives of a query + its own text
+    # k = range_max + the most positives of a query + its own text
+    assert 0.3 < approx.stats.recall_at_k <= 1.0 and approx.stats.recall_k == 30 + 2 + 1
     stats = json.loads((tmp_path / f"{index}.jsonl.stats.json").read_text())
     assert stats["index"] == index and stats["recall_at_k"] == approx.stats.recall_at_k
     # wider probing finds everything exact search finds

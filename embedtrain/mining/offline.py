@@ -42,7 +42,7 @@ from embedtrain.mining.collective import Collective, init_collective, main_proce
 from embedtrain.mining.corpus import MiningLayout, build_layout
 from embedtrain.mining.embeddings import encode_to_file, fingerprint, model_fingerprint
 from embedtrain.mining.filtering import FilterCounts, select_negatives
-from embedtrain.mining.output import FileSink, MemorySink, merge_parts, output_kind, part_path
+from embedtrain.mining.output import OUTPUT_SUFFIXES, FileSink, MemorySink, merge_parts, output_kind, part_path
 from embedtrain.mining.rescore import Rescorer, cross_encoder_rescorer
 from embedtrain.mining.results import MiningResult, MiningStats, log_stats
 from embedtrain.mining.search import top_k
@@ -50,9 +50,7 @@ from embedtrain.schema.mining import OfflineMiningConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["mine", "run_mining", "read_pairs", "read_corpus", "output_kind", "write_mined", "OUTPUT_SUFFIXES"]
-
-from embedtrain.mining.output import OUTPUT_SUFFIXES  # noqa: E402  (re-exported)
+__all__ = ["OUTPUT_SUFFIXES", "mine", "output_kind", "read_corpus", "read_pairs", "run_mining", "write_mined"]
 
 
 class _Stages:
@@ -236,7 +234,8 @@ def mine(config: OfflineMiningConfig, *, model=None, rescorer: Rescorer | None =
     try:
         model_key = (model_fingerprint(_resolved_model(config)), config.max_seq_length)
         t = time.perf_counter()
-        corpus_file = work / f"corpus-{fingerprint(*model_key, 'document', config.passage_prompt, hashes=layout.corpus_hashes)}.f32"
+        corpus_key = fingerprint(*model_key, "document", config.passage_prompt, hashes=layout.corpus_hashes)
+        corpus_file = work / f"corpus-{corpus_key}.f32"
         with stages.stage("encoding corpus", layout.corpus_size) as advance:
             corpus_emb, reused_c = encode_to_file(model, texts.corpus_range, layout.corpus_size, corpus_file,
                                                   kind="document", prompt=config.passage_prompt,
@@ -244,7 +243,8 @@ def mine(config: OfflineMiningConfig, *, model=None, rescorer: Rescorer | None =
                                                   advance=advance)
         stats.encode_corpus_s = time.perf_counter() - t
         t = time.perf_counter()
-        query_file = work / f"queries-{fingerprint(*model_key, 'query', config.query_prompt, hashes=layout.query_hashes)}.f32"
+        query_key = fingerprint(*model_key, "query", config.query_prompt, hashes=layout.query_hashes)
+        query_file = work / f"queries-{query_key}.f32"
         with stages.stage("encoding queries", layout.num_queries) as advance:
             query_emb, reused_q = encode_to_file(model, texts.queries_range, layout.num_queries, query_file,
                                                  kind="query", prompt=config.query_prompt,
