@@ -4,8 +4,8 @@ Corpus: the distinct sentences of the local STS / SICK / Banking77 files (``--da
 ``--corpus-sizes``; pairs: STS Benchmark train paraphrases (score >= 4, both directions). Model:
 all-MiniLM-L6-v2 (max_seq_length 128), 5 negatives from ranks < 50 with a 5% relative margin, batch 64.
 
-Every run is a fresh process (so its peak RSS is its own) and prints docs/s (corpus documents / mining seconds,
-after loading data and model) and peak RSS:
+Every run is a fresh process (so its peak RSS is its own) and prints docs/s (corpus documents, positives
+included, / mining seconds, after loading data and model) and peak RSS:
 
 * ``st``: sentence-transformers' ``mine_hard_negatives`` (through embedtrain's ``engine: sentence-transformers``,
   which passes the same parameters);
@@ -14,7 +14,7 @@ after loading data and model) and peak RSS:
   window are tuned, or a cross-encoder is added);
 * ``embedtrain x2``: ``accelerate launch`` with 2 CPU processes of 1 thread each (the same 2 cores).
 
-    python examples/mining_scale_benchmark.py --workdir runs/mining_scale --corpus-sizes 10000 40000
+    python examples/mining_scale_benchmark.py --workdir runs/mining_scale --corpus-sizes 5000 20000 --max-pairs 1000
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--corpus-sizes", type=int, nargs="*", default=[10_000, 40_000])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-pairs", type=int, default=1000, help="pairs mined (first N of the pairs file)")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
@@ -101,7 +102,7 @@ def main() -> None:
         shutil.rmtree(emb, ignore_errors=True)
         base = {"model": "all-MiniLM-L6-v2", "input": str(pairs), "corpus": str(corpus), "num_negatives": 5,
                 "range_max": 50, "relative_margin": 0.05, "batch_size": 64, "max_seq_length": 128,
-                "embeddings_dir": str(emb)}
+                "embeddings_dir": str(emb), "max_samples": args.max_pairs}
         env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                    EMBEDTRAIN_CACHE_DIR=str(args.workdir / "cache"), OMP_NUM_THREADS=str(args.threads),
                    PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -121,7 +122,7 @@ def main() -> None:
         for x in results:
             if x["corpus_size"] != size:
                 continue
-            print(f"{x['engine']:22} {x['mining_s']:>9.1f} {size / x['mining_s']:>8.0f} "
+            print(f"{x['engine']:22} {x['mining_s']:>9.1f} {x['corpus'] / x['mining_s']:>8.0f} "
                   f"{st['mining_s'] / x['mining_s']:>5.2f}x {x['peak_rss_mb']:>12.0f}")
         (args.workdir / "results.json").write_text(json.dumps(results, indent=1))
 
