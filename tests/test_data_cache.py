@@ -132,3 +132,72 @@ def test_streaming_recipe_limits_are_checked_before_training(tmp_path, tiny_mode
     recipe["training"]["max_steps"] = 3
     result = train(write_recipe(tmp_path / "r.yaml", recipe))
     assert result.global_step == 3 and (result.final_dir / "model.safetensors").exists()
+
+
+def _jsonl(path, rows):
+    with path.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write((row if isinstance(row, str) else json.dumps(row)) + "\n")
+    return path
+
+
+EQUIVALENCE_CASES = {
+    "aliases": ([{"query": "q1", "pos": "p1"}, {"query": "q2", "pos": "p2"}], "pairs", {}, None),
+    "mapping": ([{"a": "x", "b": "y", "c": 0.5}], "scored_pairs", {"sentence1": "a", "sentence2": "b", "score": "c"},
+                None),
+    "malformed": ([{"anchor": "a", "positive": "b"}, "", '{"anchor": "a", "positive": ', {"anchor": "c"}], "pairs",
+                  {}, None),
+    "missing_column": ([{"anchor": "a", "text": "b"}], "pairs", {}, None),
+    "unknown_role": ([{"anchor": "a", "positive": "b"}], "pairs", {"postive": "b"}, None),
+    "int_text": ([{"anchor": "a", "positive": "b"}] * 3 + [{"anchor": "a", "positive": 5}], "pairs", {}, None),
+    "blank": ([{"anchor": " ", "positive": "b"}], "pairs", {}, None),
+    "text_score": ([{"sentence1": "a", "sentence2": "b", "score": "high"}], "scored_pairs", {}, None),
+    "nan_score": ([{"sentence1": "a", "sentence2": "b", "score": 1}, {"sentence1": "a", "sentence2": "b",
+                                                                     "score": float("nan")}], "scored_pairs", {}, None),
+    "neg_list": ([{"query": "q", "positive": "p", "negatives": ["n1", "n2", "n3"]}], "hard_negatives", {}, 2),
+    "numbered": ([{"anchor": "q", "positive": "p", "negative_2": "b", "negative_1": "a"}], "hard_negatives", {},
+                 None),
+    "mined": ([{"query": "q", "positive": "p", "negatives": [{"text": "m", "score": 0.3}]}], "hard_negatives", {},
+              None),
+    "too_few": ([{"query": "q", "positive": "p", "negatives": ["a", "b"]},
+                 {"query": "q2", "positive": "p2", "negatives": ["a"]}], "hard_negatives", {}, 2),
+    "shortest": ([{"query": "q", "positive": "p", "negatives": ["a", "b"]},
+                  {"query": "q2", "positive": "p2", "negatives": ["a"]}], "hard_negatives", {}, None),
+    "mixed_items": ([{"query": "q", "positive": "p", "negatives": ["a", {"text": "b"}]},
+                     {"query": "q2", "positive": "p2", "negatives": ["a", " "]}], "hard_negatives", {}, None),
+    "no_negatives": ([{"query": "q", "positive": "p", "negatives": ["a"]},
+                      {"query": "q2", "positive": "p2", "negatives": []}], "hard_negatives", {}, None),
+    "not_object": ([json.dumps(["a", "b"])], "pairs", {}, None),
+    "late_missing": ([{"anchor": "a", "positive": "b"}, {"anchor": "c"}], "pairs", {}, None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EQUIVALENCE_CASES))
+def test_same_rows_and_errors_as_the_row_by_row_reader(tmp_path, case):
+    rows, fmt, columns, n = EQUIVALENCE_CASES[case]
+    path = _jsonl(tmp_path / f"{case}.jsonl", rows)
+
+    def outcome(load):
+        try:
+            ds = load()
+            return "ok", ds.column_names, ds.to_list()
+        except DataError as exc:
+            return "error", str(exc), exc.line, exc.field
+
+    reference = outcome(lambda: to_dataset(read_records(path), fmt, columns, n))
+    cached = outcome(lambda: load_dataset_cached(path, fmt, columns=columns, num_negatives=n,
+                                                 cache_dir=tmp_path / "c").dataset)
+    assert cached == reference
+
+
+def test_bom_bad_utf8_csv_quoting(tmp_path):
+    (tmp_path / "bom.jsonl").write_bytes('\ufeff{"anchor": "a", "positive": "b"}\n'.encode())
+    assert load_dataset_cached(tmp_path / "bom.jsonl", "pairs", cache_dir=tmp_path / "c").dataset[0]["anchor"] == "a"
+    (tmp_path / "bad.jsonl").write_bytes(b'{"anchor": "a", "positive": "b"}\n{"anchor": "c\xff", "positive": "d"}\n')
+    with pytest.raises(DataError, match="not UTF-8") as info:
+        load_dataset_cached(tmp_path / "bad.jsonl", "pairs", cache_dir=tmp_path / "c")
+    assert info.value.line == 2
+    (tmp_path / "q.csv").write_bytes('\ufeffanchor,positive\n"multi\nline",b\n\nc,\n'.encode())
+    with pytest.raises(DataError) as info:  # the quoted record spans lines 2-3, a blank line, then line 5
+        load_dataset_cached(tmp_path / "q.csv", "pairs", cache_dir=tmp_path / "c")
+    assert info.value.line == 5 and "empty text" in str(info.value)
