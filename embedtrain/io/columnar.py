@@ -465,6 +465,5 @@ def split_negatives(columns: dict[str, pa.Array], n: int) -> dict[str, pa.Array]
     return columns
 
 
-ScreenFn = Callable[[pa.Array], pa.Array]
-#: Screening per role kind (what a new format's roles are checked with).
+#: Screening per role kind (:func:`screen` applies them to a format's text roles, list role and score role).
 CHECKS: dict[str, Callable[..., Any]] = {"text": screen_text, "text_list": screen_text_list, "score": parse_scores}
