@@ -12,6 +12,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
+if "EMBEDTRAIN_CACHE_DIR" not in os.environ:  # prepared-data cache of this test session (not the user's cache)
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["EMBEDTRAIN_CACHE_DIR"] = tempfile.mkdtemp(prefix="embedtrain-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["EMBEDTRAIN_CACHE_DIR"], True)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

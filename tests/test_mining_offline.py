@@ -202,7 +202,8 @@ def test_output_round_trips_through_the_hard_negatives_format(pairs_and_corpus, 
     assert ds.column_names == ["anchor", "positive", "negative_1", "negative_2"]
     assert ds[0]["negative_1"] == "d0" and ds[0]["negative_2"] == "d1"
     stats = json.loads((tmp_path / f"out{suffix}.stats.json").read_text())
-    assert stats["written_rows"] == len(result.rows) == 1 and stats["corpus_docs_per_s"] > 0
+    assert stats["written_rows"] == result.stats.written_rows == 1 and stats["corpus_docs_per_s"] > 0
+    assert result.rows == []  # rows are streamed to the file, not held
     with pytest.raises(DataError, match="output must end"):
         run_mining(_cfg(pairs, corpus, tmp_path, output=str(tmp_path / "out.csv")), model=model)
 

@@ -1,10 +1,13 @@
 """``embedtrain mine``: offline hard-negative mining into a ``hard_negatives`` file.
 
 The options are generated from :class:`~embedtrain.schema.mining.OfflineMiningConfig` (one ``--flag`` per
-field), so the command, ``data_prep/mine_hard_negatives.py`` and the config always agree.
+field), so the command, ``data_prep/mine_hard_negatives.py`` and the config always agree. Under
+``accelerate launch -m embedtrain mine ...`` the work is split across the processes; only the first prints.
 """
 
 from __future__ import annotations
+
+import os
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -19,6 +22,9 @@ def _run(config: OfflineMiningConfig) -> None:
 
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
+    if os.environ.get("RANK", "0") != "0":  # accelerate launch: the other processes work silently
+        api.mine(config)
+        return
     with Progress(*columns, console=console, transient=False) as progress:
         result = api.mine(config, progress=progress)
     stats = result.stats
@@ -32,6 +38,10 @@ def _run(config: OfflineMiningConfig) -> None:
         ("search queries / s", f"{stats.search_queries_per_s:.0f}"),
         ("queries / s (end to end)", f"{stats.queries_per_s:.1f}"),
         ("rows with too few negatives", f"{stats.incomplete_rows}"),
+        ("processes / search", f"{stats.processes} / {stats.index}"),
+        *((("recall@%d vs exact" % stats.recall_k, f"{stats.recall_at_k:.4f}"),) if stats.recall_at_k is not None
+          else ()),
+        ("embeddings reused from an earlier run", "yes" if stats.embeddings_reused else "no"),
     ):
         table.add_row(name, value)
     for name, value in stats.counts.as_dict().items():

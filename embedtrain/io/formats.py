@@ -147,9 +147,41 @@ def row_negatives(records: Records, i: int, column: str | None) -> list[str]:
     return out
 
 
+@dataclass
+class CheckedRow:
+    """One row checked as a format: its texts by role, its negatives and its score (when the format has them)."""
+
+    texts: dict[str, str]
+    negatives: list[str] | None = None
+    score: float | None = None
+    #: Extra per-row values some readers keep (dynamic mining's file negatives and candidates).
+    extras: dict | None = None
+
+
+def check_row(records: Records, i: int, spec: FormatSpec, cols: dict[str, str | None],
+              num_negatives: int | None = None) -> CheckedRow:
+    """Check row ``i`` of ``records`` as format ``spec`` (columns from :func:`resolve_columns`); the reference
+    for every reader: the first problem of the row is a located :class:`DataError`."""
+    texts = {role: row_text(records, i, cols[role]) for role in spec.text_roles}  # type: ignore[arg-type]
+    checked = CheckedRow(texts)
+    if spec.list_role:
+        negs = row_negatives(records, i, cols[spec.list_role])
+        if num_negatives is not None and len(negs) < num_negatives:
+            raise records.error(i, cols[spec.list_role] or "negative_*",
+                                f"has {len(negs)} negatives, num_negatives asks for {num_negatives}")
+        checked.negatives = negs
+    if spec.score_role:
+        checked.score = row_score(records, i, cols[spec.score_role])  # type: ignore[arg-type]
+    return checked
+
+
 def to_dataset(records: Records, fmt: str, mapping: dict[str, str] | None = None,
                num_negatives: int | None = None) -> Dataset:
-    """Validate every row of ``records`` as format ``fmt`` and return the training ``Dataset``."""
+    """Validate every row of in-memory ``records`` as format ``fmt`` and return the training ``Dataset``.
+
+    For files, :func:`embedtrain.io.dataset_cache.load_dataset_cached` does the same checks in a vectorised,
+    streamed pass into a memory-mapped, cached Arrow dataset.
+    """
     if fmt not in FORMATS:
         raise DataError(f"unknown format '{fmt}'; choose from {sorted(FORMATS)}", file=records.path, field="format")
     if len(records) == 0:
@@ -160,16 +192,13 @@ def to_dataset(records: Records, fmt: str, mapping: dict[str, str] | None = None
     negatives: list[list[str]] = []
     scores: list[float] = []
     for i in range(len(records)):
+        row = check_row(records, i, spec, cols, num_negatives)
         for role in spec.text_roles:
-            out[role].append(row_text(records, i, cols[role]))  # type: ignore[arg-type]
-        if spec.list_role:
-            negs = row_negatives(records, i, cols[spec.list_role])
-            if num_negatives is not None and len(negs) < num_negatives:
-                raise records.error(i, cols[spec.list_role] or "negative_*",
-                                    f"has {len(negs)} negatives, num_negatives asks for {num_negatives}")
-            negatives.append(negs)
-        if spec.score_role:
-            scores.append(row_score(records, i, cols[spec.score_role]))  # type: ignore[arg-type]
+            out[role].append(row.texts[role])
+        if row.negatives is not None:
+            negatives.append(row.negatives)
+        if row.score is not None:
+            scores.append(row.score)
     if spec.list_role:
         n = num_negatives if num_negatives is not None else min(len(n_) for n_ in negatives)
         if n == 0:

@@ -14,8 +14,6 @@ from pathlib import Path
 import numpy as np
 from transformers import TrainerCallback
 
-from embedtrain.io.formats import FORMATS, resolve_columns, row_negatives
-from embedtrain.io.readers import read_records
 from embedtrain.mining.dynamic import DynamicMiner, DynamicMiningCallback, ModelScorer, Retriever
 from embedtrain.mining.offline import read_corpus
 from embedtrain.mining.table import NegativeTable, collate_recording_rows
@@ -24,23 +22,16 @@ from embedtrain.schema.mining import DynamicMiningConfig
 logger = logging.getLogger(__name__)
 
 
-def _candidate_texts(records, i: int, column: str) -> list[str]:
-    """The row's ranked candidates beyond its negatives (same item forms as negatives); none if absent."""
-    return row_negatives(records, i, column) if records.rows[i].get(column) is not None else []
-
-
-def _file_scores(records, column: str | None, n: int, recipe, loc: tuple) -> np.ndarray:
+def _file_scores(scores: list, n: int, path, recipe, loc: tuple) -> np.ndarray:
     """Per row, the mean ``score`` of its first ``n`` negatives in the file (``initial_from: file``)."""
-    out = np.empty(len(records))
-    for i in range(len(records)):
-        value = records.rows[i].get(column) if column else None
-        items = value[:n] if isinstance(value, list) else []
-        scores = [item.get("score") for item in items if isinstance(item, dict)]
-        if len(scores) < n or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in scores):
+    out = np.empty(len(scores))
+    for i, row in enumerate(scores):
+        first = list(row[:n]) if row is not None else []
+        if len(first) < n or any(x is None for x in first):
             raise recipe.error(f"initial_from: file needs a numeric 'score' on the first {n} negatives of every "
-                               f"row (as written by `embedtrain mine`); row {i + 1} of {records.path} has none "
+                               f"row (as written by `embedtrain mine`); row {i + 1} of {path} has none "
                                "- use initial_from: model", *loc)
-        out[i] = float(np.mean(scores))
+        out[i] = float(np.mean(first))
     return out
 
 
@@ -48,17 +39,20 @@ def build_table(recipe, prepared, config: DynamicMiningConfig,
                 ) -> tuple[NegativeTable, np.ndarray | None, list[str]]:
     """The negatives table of dataset ``index`` (ranked list = file negatives, then candidates), with
     ``initial_from: file`` each row's initial score read from the file (else None), and the retrieval
-    corpus (``source: retrieve``: the ``corpus`` file, else every text of the table; empty otherwise)."""
+    corpus (``source: retrieve``: the ``corpus`` file, else every text of the table; empty otherwise).
+
+    The file's negatives, scores and candidates come from the prepared dataset's extra columns (read in the
+    same pass as the training columns, memory-mapped from the data cache), not from a second read of the file.
+    """
+    from embedtrain.io.columnar import CANDIDATES, FILE_NEGATIVES, FILE_SCORES
+
     ds_cfg = prepared.config
     loc = (*prepared.loc, "mining", "dynamic")
     path = recipe.resolve_path(ds_cfg.path) if ds_cfg.file_type != "hub" else ds_cfg.path
-    records = read_records(path, ds_cfg.file_type, split=ds_cfg.split, limit=ds_cfg.max_samples)
-    spec = FORMATS["hard_negatives"]
-    columns = resolve_columns(records, spec, ds_cfg.columns)
+    extras = prepared.extras
     dataset = prepared.dataset
     n = sum(1 for c in dataset.column_names if c.startswith("negative_"))
-    ranked = [row_negatives(records, i, columns[spec.list_role]) + _candidate_texts(records, i, config.candidates_column)
-              for i in range(len(records))]
+    ranked = [negs + (cands or []) for negs, cands in zip(extras[FILE_NEGATIVES], extras[CANDIDATES])]
     if config.source == "candidates" and all(len(r) <= n for r in ranked):
         raise recipe.error(f"no row of {path} has candidates beyond its {n} negatives (column "
                            f"'{config.candidates_column}'); mine with `embedtrain mine --candidates 50` or use "
@@ -69,7 +63,7 @@ def build_table(recipe, prepared, config: DynamicMiningConfig,
     table = NegativeTable(ds_cfg.name, dataset["anchor"], dataset["positive"], ranked, n, extra_texts=extra)
     file_scores = None
     if config.initial_from == "file":
-        file_scores = _file_scores(records, columns[spec.list_role], n, recipe, (*loc, "initial_from"))
+        file_scores = _file_scores(extras[FILE_SCORES], n, path, recipe, (*loc, "initial_from"))
     corpus = (extra or list(table.texts)) if config.source == "retrieve" else []
     return table, file_scores, corpus
 

@@ -53,10 +53,33 @@ class _TrainingMode:
 
     def __enter__(self):
         self.was_training = self.model.training
+        _materialise_fsdp_params(self.model)
         return self.model
 
     def __exit__(self, *exc) -> None:
         self.model.train(self.was_training)
+
+
+def _materialise_fsdp_params(model) -> None:
+    """Let FSDP2 allocate its unsharded parameters outside ``torch.inference_mode``.
+
+    sentence-transformers encodes under ``inference_mode``; if the first all-gather of an FSDP2 module happens
+    there, its unsharded parameters become inference tensors and the next training forward fails. One
+    unshard / reshard with plain ``no_grad`` first (a collective: every rank is here, in lock step) avoids that.
+    """
+    try:
+        import torch
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:
+        return
+    if getattr(model, "_embedtrain_fsdp_ready", False) or not isinstance(model, FSDPModule):
+        return
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, FSDPModule):
+                module.unshard()
+                module.reshard()
+    model._embedtrain_fsdp_ready = True
 
 
 @dataclass
@@ -286,6 +309,12 @@ class DynamicMiningCallback(TrainerCallback):
         return [dict(r) for miner in self.miners for r in miner.table.history]
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
+        from embedtrain.errors import EmbedtrainError
+        from embedtrain.mining.collective import sharding_engine
+
+        if sharding_engine() == "fsdp1":
+            raise EmbedtrainError("dynamic mining encodes with the model being trained, which FSDP1 keeps as flat "
+                                  "shards; use fsdp_version: 2 (recipes/accelerate/fsdp.yaml) or DDP")
         for miner in self.miners:
             if not miner.restored:
                 miner.initialize(model, miner.file_scores)

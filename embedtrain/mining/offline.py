@@ -1,15 +1,24 @@
-"""Offline hard-negative mining: pairs file + corpus -> ``hard_negatives`` file with scores.
+"""Offline hard-negative mining: pairs file + corpus -> ``hard_negatives`` file with scores, across processes.
 
-:func:`mine` encodes the corpus (the given documents plus every positive) and the distinct
-queries, retrieves the top ``range_max`` documents per query with bounded memory
-(:mod:`embedtrain.mining.search`), optionally rescores them (:mod:`embedtrain.mining.rescore`),
-keeps those inside the rank window that pass the false-negative filters
-(:mod:`embedtrain.mining.filtering`) and returns one row per input pair. :func:`write_mined`
-writes jsonl or parquet; :func:`run_mining` does both and is what ``embedtrain mine`` and
-``data_prep/mine_hard_negatives.py`` call.
+:func:`mine` runs one pipeline whether it has one process or is started with ``accelerate launch -m embedtrain
+mine``:
+
+1. **data**: the pairs file becomes a cached, memory-mapped Arrow dataset (:mod:`embedtrain.io.dataset_cache`,
+   prepared by the main process, opened by the others); so does a corpus file. Text identities (which corpus
+   document a positive is, which rows share a query) are integer arrays built from text hashes
+   (:mod:`embedtrain.mining.corpus`), not dictionaries of strings.
+2. **encoding**: corpus and distinct queries are encoded in fixed blocks split across the processes into
+   memory-mapped files, reused by later runs with the same model and texts (:mod:`embedtrain.mining.embeddings`).
+3. **search**: exact by default (chunked torch matmul, or a faiss flat index with ``use_faiss``), or
+   approximate with faiss IVF / HNSW (``index``; recall@k against exact search is measured and reported,
+   :mod:`embedtrain.mining.ann`). Each process searches the queries of its own contiguous range of input pairs.
+4. **rescoring** (optional cross-encoder): all candidates of a chunk of queries go through the cross-encoder in
+   one batched call (:mod:`embedtrain.mining.rescore`).
+5. **filtering** (:mod:`embedtrain.mining.filtering`) and **output**: rows are written chunk by chunk
+   (:mod:`embedtrain.mining.output`), never all held; the processes' parts are joined in input order.
 
 With ``engine="sentence-transformers"`` the retrieval and filtering are done by
-``sentence_transformers.util.mine_hard_negatives`` instead (see :mod:`embedtrain.mining.st_engine`).
+``sentence_transformers.util.mine_hard_negatives`` instead (one process; see :mod:`embedtrain.mining.st_engine`).
 """
 
 from __future__ import annotations
@@ -17,36 +26,31 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from embedtrain.errors import DataError
-from embedtrain.io.formats import to_dataset
-from embedtrain.io.readers import read_records
-from embedtrain.mining.filtering import select_negatives
+from embedtrain.mining.collective import Collective, init_collective, main_process_first
+from embedtrain.mining.corpus import MiningLayout, build_layout
+from embedtrain.mining.embeddings import encode_to_file, fingerprint, model_fingerprint
+from embedtrain.mining.filtering import FilterCounts, select_negatives
+from embedtrain.mining.output import OUTPUT_SUFFIXES, FileSink, MemorySink, merge_parts, output_kind, part_path
 from embedtrain.mining.rescore import Rescorer, cross_encoder_rescorer
-from embedtrain.mining.results import MiningResult, MiningStats, assemble_rows, log_stats
-from embedtrain.mining.search import encode_texts, top_k
+from embedtrain.mining.results import MiningResult, MiningStats, log_stats
+from embedtrain.mining.search import top_k
 from embedtrain.schema.mining import OfflineMiningConfig
 
 logger = logging.getLogger(__name__)
 
-OUTPUT_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
-
-
-@dataclass
-class _Queries:
-    """Distinct queries, which row uses which query, and each query's positive ids in the corpus."""
-
-    texts: list[str]
-    of_row: list[int]
-    positives: list[list[int]]
-    self_ids: list[int | None]
+__all__ = ["OUTPUT_SUFFIXES", "mine", "output_kind", "read_corpus", "read_pairs", "run_mining", "write_mined"]
 
 
 class _Stages:
@@ -67,61 +71,386 @@ class _Stages:
             self.progress.update(task, completed=total)
 
 
+# -- reading ------------------------------------------------------------------------------------------------
+def _pairs_dataset(path: str | Path, columns: dict[str, str] | None, max_samples: int | None):
+    from embedtrain.io.dataset_cache import load_dataset_cached
+
+    with main_process_first():
+        return load_dataset_cached(path, "pairs", columns=columns, max_samples=max_samples, hash_rows=False).dataset
+
+
 def read_pairs(path: str | Path, columns: dict[str, str] | None = None,
                max_samples: int | None = None) -> tuple[list[str], list[str]]:
-    """Anchors and positives of a pairs file, validated like training data."""
-    records = read_records(path, limit=max_samples)
-    ds = to_dataset(records, "pairs", columns or {})
+    """Anchors and positives of a pairs file, validated like training data (as Python lists: small data)."""
+    ds = _pairs_dataset(path, columns, max_samples)
     return list(ds["anchor"]), list(ds["positive"])
 
 
-def read_corpus(path: str | Path, column: str = "text") -> list[str]:
-    """Documents of a corpus file: a ``.txt`` file (one per line) or any readable table with ``column``."""
+def _corpus_column(path: str | Path, column: str, work_dir: Path | None = None) -> pa.ChunkedArray:
+    """The documents of a corpus file as a memory-mapped Arrow column: a ``.txt`` file (one per non-blank line,
+    stripped) or any readable table with ``column``."""
+    from embedtrain.io.dataset_cache import cache_root, load_dataset_cached
+
     path = Path(path)
     if path.suffix.lower() == ".txt":
         if not path.exists():
             raise DataError("corpus file not found", file=path)
-        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    records = read_records(path)
-    texts = []
-    for i, row in enumerate(records.rows):
-        value = row.get(column)
-        if not isinstance(value, str) or not value.strip():
-            raise records.error(i, column, f"expected a non-empty text in column '{column}'"
-                                f" (columns: {sorted(row)}); choose the column with --corpus-column")
-        texts.append(value)
-    return texts
+        from embedtrain.io.sources import fingerprint_path
+
+        key = fingerprint(json.dumps(fingerprint_path(path), sort_keys=True), hashes=np.zeros((0, 2), np.uint64))
+        folder = (work_dir or cache_root()) / "corpus-txt"
+        folder.mkdir(parents=True, exist_ok=True)
+        arrow = folder / f"{path.stem[:40]}-{key}.arrow"
+        with main_process_first():
+            if not arrow.is_file():
+                tmp = arrow.with_name(arrow.name + f".tmp{os.getpid()}")
+                with pa.OSFile(str(tmp), "wb") as sink, \
+                        pa.ipc.new_stream(sink, pa.schema([("text", pa.string())])) as writer:
+                    lines: list[str] = []
+                    with path.open(encoding="utf-8") as fh:
+                        for line in fh:
+                            if line.strip():
+                                lines.append(line.strip())
+                            if len(lines) >= 65536:
+                                writer.write_batch(pa.record_batch([pa.array(lines, pa.string())], names=["text"]))
+                                lines = []
+                    if lines:
+                        writer.write_batch(pa.record_batch([pa.array(lines, pa.string())], names=["text"]))
+                tmp.replace(arrow)
+        source = pa.memory_map(str(arrow))
+        return pa.ipc.open_stream(source).read_all().column("text")
+    with main_process_first():
+        ds = load_dataset_cached(path, "text", columns={"text": column}, hash_rows=False).dataset
+    return ds.data.table.column("text")
 
 
-def build_corpus(documents: list[str], positives: list[str]) -> tuple[list[str], dict[str, int]]:
-    """Deduplicated corpus of ``documents`` + ``positives`` (order kept) and its text -> id map."""
-    corpus = list(dict.fromkeys([*documents, *positives]))
-    return corpus, {t: i for i, t in enumerate(corpus)}
+def read_corpus(path: str | Path, column: str = "text") -> list[str]:
+    """Documents of a corpus file (``.txt``: one per line; else a table with ``column``) as a list (small data)."""
+    return _corpus_column(path, column).to_pylist()
 
 
-def group_queries(anchors: list[str], positives: list[str], corpus_ids: dict[str, int]) -> _Queries:
-    """Distinct queries; all positives of a repeated anchor count as positives of that query."""
-    index: dict[str, int] = {}
-    of_row, pos_sets, self_ids = [], [], []
-    for anchor, positive in zip(anchors, positives):
-        q = index.setdefault(anchor, len(index))
-        if q == len(pos_sets):
-            pos_sets.append([])
-            self_ids.append(corpus_ids.get(anchor))
-        pid = corpus_ids[positive]
-        if pid not in pos_sets[q]:
-            pos_sets[q].append(pid)
-        of_row.append(q)
-    return _Queries(list(index), of_row, pos_sets, self_ids)
+# -- the pipeline ---------------------------------------------------------------------------------------------
+class _Texts:
+    """Texts by corpus id / query id, taken from the memory-mapped columns (documents + positives, anchors)."""
+
+    def __init__(self, layout: MiningLayout, anchors: pa.ChunkedArray, positives: pa.ChunkedArray,
+                 documents: pa.ChunkedArray | None) -> None:
+        self.layout = layout
+        self.anchors, self.positives, self.documents = anchors, positives, documents
+        self.n_docs = len(documents) if documents is not None else 0
+
+    def corpus(self, ids: np.ndarray) -> list[str]:
+        positions = self.layout.corpus_sources[np.asarray(ids, dtype=np.int64)]
+        out: list[Any] = [None] * len(positions)
+        is_doc = positions < self.n_docs
+        if is_doc.any():
+            docs = self.documents.take(pa.array(positions[is_doc])).to_pylist()
+            for i, t in zip(np.flatnonzero(is_doc), docs):
+                out[i] = t
+        if (~is_doc).any():
+            pos = self.positives.take(pa.array(positions[~is_doc] - self.n_docs)).to_pylist()
+            for i, t in zip(np.flatnonzero(~is_doc), pos):
+                out[i] = t
+        return out
+
+    def corpus_range(self, start: int, end: int) -> list[str]:
+        return self.corpus(np.arange(start, end))
+
+    def queries_range(self, start: int, end: int) -> list[str]:
+        return self.anchors.take(pa.array(self.layout.query_rows[start:end])).to_pylist()
+
+    def rows(self, column: pa.ChunkedArray, start: int, end: int) -> list[str]:
+        return column.slice(start, end - start).to_pylist()
 
 
-def mine(config: OfflineMiningConfig, *, model=None, rescorer: Rescorer | None = None,
-         progress=None) -> MiningResult:
+def _work_dir(config: OfflineMiningConfig, reusable: bool, collective: Collective) -> tuple[Path, bool]:
+    """Folder for the embeddings: the reusable cache, or (model given as an object) a run-private folder."""
+    if reusable:
+        if config.embeddings_dir:
+            root = Path(config.embeddings_dir)
+        else:
+            from embedtrain.io.dataset_cache import cache_root
+
+            root = cache_root("mining")
+        root.mkdir(parents=True, exist_ok=True)
+        return root, False
+    base = Path(config.embeddings_dir) if config.embeddings_dir else Path(tempfile.gettempdir())
+    base.mkdir(parents=True, exist_ok=True)
+    name = tempfile.mkdtemp(prefix="embedtrain-mining-", dir=base) if collective.rank == 0 else None
+    return Path(collective.all_gather_object(name)[0]), True
+
+
+def _device(config: OfflineMiningConfig) -> str | None:
+    if config.device is not None:
+        return config.device
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        return str(PartialState().device)
+    return None
+
+
+def _row_bounds(n: int, collective: Collective) -> tuple[int, int]:
+    bounds = np.linspace(0, n, collective.world_size + 1).astype(np.int64)
+    return int(bounds[collective.rank]), int(bounds[collective.rank + 1])
+
+
+def mine(config: OfflineMiningConfig, *, model=None, rescorer: Rescorer | None = None, progress=None,
+         sink=None) -> MiningResult:
     """Mine hard negatives as described by ``config``; see the module docstring.
 
-    ``model`` (a loaded ``SentenceTransformer``) overrides ``config.model``; ``rescorer``
-    overrides ``config.cross_encoder``; ``progress`` is an optional ``rich.progress.Progress``.
+    ``model`` (a loaded ``SentenceTransformer``) overrides ``config.model`` (its embeddings are then not kept
+    for reuse); ``rescorer`` overrides ``config.cross_encoder``; ``progress`` is an optional
+    ``rich.progress.Progress``. Rows go to ``sink`` (an object with ``write(rows)`` / ``close()``); without one
+    they are returned in :attr:`MiningResult.rows` (this process's share under a multi-process launch).
     """
+    if config.engine == "sentence-transformers":
+        return _mine_with_st(config, model, rescorer)
+    collective = init_collective()
+    is_main = collective.rank == 0
+    t_read = time.perf_counter()
+    pairs = _pairs_dataset(config.input, config.columns, config.max_samples)
+    anchors, positives = pairs.data.table.column("anchor"), pairs.data.table.column("positive")
+    documents = _corpus_column(config.corpus, config.corpus_column) if config.corpus else None
+    layout = build_layout(anchors, positives, documents)
+    texts = _Texts(layout, anchors, positives, documents)
+    logger.info("read %d pairs (%d distinct queries), corpus of %d documents in %.1fs", len(anchors),
+                layout.num_queries, layout.corpus_size, time.perf_counter() - t_read)
+
+    reusable = model is None and model_fingerprint(_resolved_model(config)) is not None
+    if model is None:
+        from embedtrain.models.resolve import load_model
+
+        model = load_model(config.model, device=_device(config), max_seq_length=config.max_seq_length,
+                           trust_remote_code=config.trust_remote_code)
+    if rescorer is None and config.cross_encoder:
+        rescorer = cross_encoder_rescorer(config.cross_encoder, batch_size=config.batch_size, device=_device(config),
+                                          trust_remote_code=config.trust_remote_code)
+    work, private = _work_dir(config, reusable, collective)
+    stages = _Stages(progress if is_main else None)
+    stats = MiningStats(rows=len(anchors), queries=layout.num_queries, corpus_size=layout.corpus_size)
+    stats.processes, stats.index = collective.world_size, config.index
+    t_start = time.perf_counter()  # mining time: after reading data and loading the model
+    try:
+        model_key = (model_fingerprint(_resolved_model(config)), config.max_seq_length)
+        t = time.perf_counter()
+        corpus_key = fingerprint(*model_key, "document", config.passage_prompt, hashes=layout.corpus_hashes)
+        corpus_file = work / f"corpus-{corpus_key}.f32"
+        with stages.stage("encoding corpus", layout.corpus_size) as advance:
+            corpus_emb, reused_c = encode_to_file(model, texts.corpus_range, layout.corpus_size, corpus_file,
+                                                  kind="document", prompt=config.passage_prompt,
+                                                  batch_size=config.batch_size, collective=collective,
+                                                  advance=advance)
+        stats.encode_corpus_s = time.perf_counter() - t
+        t = time.perf_counter()
+        query_key = fingerprint(*model_key, "query", config.query_prompt, hashes=layout.query_hashes)
+        query_file = work / f"queries-{query_key}.f32"
+        with stages.stage("encoding queries", layout.num_queries) as advance:
+            query_emb, reused_q = encode_to_file(model, texts.queries_range, layout.num_queries, query_file,
+                                                 kind="query", prompt=config.query_prompt,
+                                                 batch_size=config.batch_size, collective=collective,
+                                                 advance=advance)
+        stats.encode_queries_s = time.perf_counter() - t
+        stats.embeddings_reused = bool(reused_c and reused_q)
+
+        searcher = _Searcher(config, corpus_emb, work / f"{corpus_file.stem}", collective, stats)
+        k = min(config.range_max + layout.max_positives() + int(config.exclude_query_text), layout.corpus_size)
+        if searcher.ann is not None and is_main and config.recall_sample:
+            stats.recall_at_k, stats.recall_k = searcher.recall(query_emb, k, config.recall_sample, seed=0)
+            logger.info("%s search: recall@%d = %.4f against exact search (%d queries)", config.index, k,
+                        stats.recall_at_k, min(config.recall_sample, layout.num_queries))
+
+        start, end = _row_bounds(len(anchors), collective)
+        query_pos_score = _positive_scores(config, layout, texts, anchors, positives, query_emb, corpus_emb,
+                                           rescorer, collective, (start, end), stats)
+        own_sink = sink
+        if own_sink is None:
+            own_sink = MemorySink()
+        with stages.stage("searching and writing", end - start) as advance:
+            for chunk in range(start, end, config.query_chunk_size):
+                rows = _mine_chunk(config, layout, texts, anchors, positives, query_emb, searcher, rescorer,
+                                   query_pos_score, chunk, min(chunk + config.query_chunk_size, end), k, stats)
+                own_sink.write(rows)
+                if advance is not None:
+                    advance(min(config.query_chunk_size, end - chunk))
+        own_sink.close()
+        _combine_stats(stats, collective)
+        stats.total_s = time.perf_counter() - t_start
+        if is_main:
+            log_stats(stats)
+        return MiningResult(own_sink.rows if isinstance(own_sink, MemorySink) else [], stats, is_main=is_main)
+    finally:
+        if private:
+            collective.barrier()
+            if is_main:
+                shutil.rmtree(work, ignore_errors=True)
+
+
+def _resolved_model(config: OfflineMiningConfig) -> Path | None:
+    from embedtrain.models.resolve import resolve_model_path
+
+    try:
+        return resolve_model_path(config.model, field="model")
+    except Exception:  # noqa: BLE001 - loading reports the error properly
+        return None
+
+
+class _Searcher:
+    """Top-k search over the memory-mapped corpus: exact (torch chunks, or faiss flat) or a faiss ANN index."""
+
+    def __init__(self, config: OfflineMiningConfig, corpus: np.ndarray, stem: Path, collective: Collective,
+                 stats: MiningStats) -> None:
+        self.config, self.corpus = config, corpus
+        self.ann = None
+        self.flat = None
+        t = time.perf_counter()
+        if config.index != "exact" and len(corpus):
+            from embedtrain.mining.ann import build_index
+
+            params = f"ivf{config.ivf_lists}" if config.index == "ivf" else f"hnsw{config.hnsw_m}"
+            self.ann = build_index(corpus, config.index, stem.with_name(f"{stem.name}.{params}.faiss"), collective,
+                                   ivf_lists=config.ivf_lists, hnsw_m=config.hnsw_m)
+        elif config.use_faiss and len(corpus):
+            from embedtrain.mining.ann import _faiss
+
+            faiss = _faiss()
+            self.flat = faiss.IndexFlatIP(corpus.shape[1])
+            for s in range(0, len(corpus), 65536):
+                self.flat.add(np.ascontiguousarray(corpus[s:s + 65536], dtype=np.float32))
+        stats.index_build_s = time.perf_counter() - t
+
+    def exact(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return top_k(queries, self.corpus, k, query_chunk_size=max(1, len(queries)),
+                     corpus_chunk_size=self.config.corpus_chunk_size)
+
+    def __call__(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        from embedtrain.mining.ann import search_index
+
+        if self.ann is not None:
+            return search_index(self.ann, queries, k, ivf_probe=self.config.ivf_probe,
+                                hnsw_ef_search=self.config.hnsw_ef_search)
+        if self.flat is not None:
+            return search_index(self.flat, queries, k)
+        return self.exact(queries, k)
+
+    def recall(self, query_emb: np.ndarray, k: int, sample: int, seed: int) -> tuple[float, int]:
+        from embedtrain.mining.ann import recall_at_k
+
+        rng = np.random.default_rng(seed)
+        picked = np.sort(rng.choice(len(query_emb), size=min(sample, len(query_emb)), replace=False))
+        q = np.asarray(query_emb[picked], dtype=np.float32)
+        return recall_at_k(self(q, k)[1], self.exact(q, k)[1], k), k
+
+
+def _positive_scores(config, layout: MiningLayout, texts: _Texts, anchors, positives, query_emb, corpus_emb,
+                     rescorer, collective: Collective, bounds: tuple[int, int], stats: MiningStats) -> np.ndarray:
+    """Per query, the lowest score of its positives over all its rows (what the margins compare with).
+
+    Each process scores its own rows (dot products, or the cross-encoder); the per-row scores are gathered.
+    """
+    start, end = bounds
+    own = np.empty(end - start, dtype=np.float64)
+    t = time.perf_counter()
+    for s in range(start, end, config.query_chunk_size):
+        e = min(s + config.query_chunk_size, end)
+        if rescorer is not None:
+            own[s - start:e - start] = rescorer(texts.rows(anchors, s, e), texts.rows(positives, s, e))
+        else:
+            q = np.asarray(query_emb[layout.row_query[s:e]], dtype=np.float32)
+            p = np.asarray(corpus_emb[layout.row_positive[s:e]], dtype=np.float32)
+            own[s - start:e - start] = np.einsum("ij,ij->i", q, p)
+    if rescorer is not None:
+        stats.rescore_s += time.perf_counter() - t
+    row_scores = np.concatenate(collective.all_gather_object(own)) if collective.world_size > 1 else own
+    stats.row_positive_scores = row_scores  # the row's own score goes into its output line
+    per_query = np.full(layout.num_queries, np.inf)
+    np.minimum.at(per_query, layout.row_query, row_scores)
+    return per_query
+
+
+def _mine_chunk(config, layout: MiningLayout, texts: _Texts, anchors, positives, query_emb, searcher, rescorer,
+                query_pos_score, start: int, end: int, k: int, stats: MiningStats) -> list[dict[str, Any]]:
+    """Search, rescore and filter the distinct queries of rows ``start:end``; return those rows."""
+    queries = np.unique(layout.row_query[start:end])
+    t = time.perf_counter()
+    scores, ids = searcher(np.asarray(query_emb[queries], dtype=np.float32), k)
+    stats.search_s += time.perf_counter() - t
+    if rescorer is not None:
+        t = time.perf_counter()
+        query_texts = texts.anchors.take(pa.array(layout.query_rows[queries])).to_pylist()
+        scores, ids = _rescore(rescorer, query_texts, texts, scores, ids)
+        stats.rescore_s += time.perf_counter() - t
+    flt = config.filter_only()
+    wanted = config.num_negatives + config.candidates
+    picked: dict[int, list[tuple[int, float]]] = {}
+    for j, q in enumerate(queries):
+        exclude = set(layout.positives_of(q).tolist())
+        if config.exclude_query_text and layout.self_ids[q] >= 0:
+            exclude.add(int(layout.self_ids[q]))
+        picked[int(q)] = select_negatives(ids[j], scores[j], exclude=exclude, positive_score=query_pos_score[q],
+                                          flt=flt, limit=wanted, counts=stats.counts)
+    needed = sorted({i for sel in picked.values() for i, _ in sel})
+    text_of = dict(zip(needed, texts.corpus(np.array(needed, dtype=np.int64)))) if needed else {}
+    anchor_texts, positive_texts = texts.rows(anchors, start, end), texts.rows(positives, start, end)
+    rows = []
+    n = config.num_negatives
+    for r in range(start, end):
+        sel = picked[int(layout.row_query[r])]
+        if len(sel) < n:
+            stats.incomplete_rows += 1
+            if not config.keep_incomplete:
+                continue
+        row: dict[str, Any] = {
+            "anchor": anchor_texts[r - start], "positive": positive_texts[r - start],
+            "positive_score": round(float(stats.row_positive_scores[r]), 6),
+            "negatives": [{"text": text_of[i], "score": round(s, 6)} for i, s in sel[:n]],
+        }
+        if config.candidates:
+            row["candidates"] = [{"text": text_of[i], "score": round(s, 6)} for i, s in sel[n:n + config.candidates]]
+        rows.append(row)
+    stats.written_rows += len(rows)
+    return rows
+
+
+def _rescore(rescorer: Rescorer, query_texts: list[str], texts: _Texts, scores: np.ndarray,
+             ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Replace retrieval scores with ``rescorer`` scores (one batched call for all queries) and re-sort."""
+    valid = ids >= 0
+    rows, cols = np.nonzero(valid)
+    docs = texts.corpus(ids[rows, cols])
+    new_scores = np.full_like(scores, -np.inf)
+    if len(rows):
+        new_scores[rows, cols] = rescorer([query_texts[r] for r in rows], docs)
+    order = np.argsort(-new_scores, axis=1, kind="stable")
+    return np.take_along_axis(new_scores, order, 1), np.take_along_axis(ids, order, 1)
+
+
+def _combine_stats(stats: MiningStats, collective: Collective) -> None:
+    """Sum the processes' tallies; stage times are the slowest process's."""
+    if collective.world_size == 1:
+        return
+    mine_ = {"counts": stats.counts.as_dict(), "incomplete": stats.incomplete_rows, "written": stats.written_rows,
+             "search_s": stats.search_s, "rescore_s": stats.rescore_s}
+    parts = collective.all_gather_object(mine_)
+    counts = FilterCounts()
+    for p in parts:
+        counts.add(FilterCounts(**p["counts"]))
+    stats.counts = counts
+    stats.incomplete_rows = sum(p["incomplete"] for p in parts)
+    stats.written_rows = sum(p["written"] for p in parts)
+    stats.search_s = max(p["search_s"] for p in parts)
+    stats.rescore_s = max(p["rescore_s"] for p in parts)
+
+
+def _mine_with_st(config: OfflineMiningConfig, model, rescorer) -> MiningResult:
+    from embedtrain.mining.st_engine import mine_with_sentence_transformers
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise DataError("engine 'sentence-transformers' runs in one process; launch it without accelerate, or use "
+                        "the default engine", field="--engine")
+    if rescorer is not None:
+        raise ValueError("a custom rescorer needs engine='embedtrain'; the sentence-transformers engine "
+                         "takes a cross-encoder path (cross_encoder)")
     anchors, positives = read_pairs(config.input, config.columns, config.max_samples)
     documents = read_corpus(config.corpus, config.corpus_column) if config.corpus else []
     if model is None:
@@ -129,128 +458,49 @@ def mine(config: OfflineMiningConfig, *, model=None, rescorer: Rescorer | None =
 
         model = load_model(config.model, device=config.device, max_seq_length=config.max_seq_length,
                            trust_remote_code=config.trust_remote_code)
-    t_start = time.perf_counter()  # mining time: after reading data and loading the model
-    if config.engine == "sentence-transformers":
-        from embedtrain.mining.st_engine import mine_with_sentence_transformers
-
-        if rescorer is not None:
-            raise ValueError("a custom rescorer needs engine='embedtrain'; the sentence-transformers engine "
-                             "takes a cross-encoder path (cross_encoder)")
-        return mine_with_sentence_transformers(config, model, anchors, positives, documents, t_start)
-
-    stages = _Stages(progress)
-    stats = MiningStats(rows=len(anchors))
-    corpus, corpus_ids = build_corpus(documents, positives)
-    queries = group_queries(anchors, positives, corpus_ids)
-    stats.queries, stats.corpus_size = len(queries.texts), len(corpus)
-    logger.info("mining %d pairs (%d distinct queries) against %d documents", len(anchors), stats.queries,
-                stats.corpus_size)
-
-    t = time.perf_counter()
-    with stages.stage("encoding corpus", len(corpus)) as advance:
-        corpus_emb = encode_texts(model, corpus, kind="document", prompt=config.passage_prompt,
-                                  batch_size=config.batch_size, advance=advance)
-    stats.encode_corpus_s = time.perf_counter() - t
-    t = time.perf_counter()
-    with stages.stage("encoding queries", len(queries.texts)) as advance:
-        query_emb = encode_texts(model, queries.texts, kind="query", prompt=config.query_prompt,
-                                 batch_size=config.batch_size, advance=advance)
-    stats.encode_queries_s = time.perf_counter() - t
-
-    max_pos = max(len(p) for p in queries.positives)
-    k = min(config.range_max + max_pos + int(config.exclude_query_text), len(corpus))
-    t = time.perf_counter()
-    with stages.stage("searching", len(queries.texts)) as advance:
-        scores, ids = top_k(query_emb, corpus_emb, k, query_chunk_size=config.query_chunk_size,
-                            corpus_chunk_size=config.corpus_chunk_size, use_faiss=config.use_faiss,
-                            advance=advance)
-    stats.search_s = time.perf_counter() - t
-    row_pos_scores = [float(query_emb[queries.of_row[i]] @ corpus_emb[corpus_ids[p]])
-                      for i, p in enumerate(positives)]
-    del corpus_emb, query_emb
-
-    if rescorer is None and config.cross_encoder:
-        rescorer = cross_encoder_rescorer(config.cross_encoder, batch_size=config.batch_size, device=config.device,
-                                          trust_remote_code=config.trust_remote_code)
-    if rescorer is not None:
-        t = time.perf_counter()
-        with stages.stage("rescoring", len(queries.texts)) as advance:
-            scores, ids = _rescore(rescorer, queries.texts, corpus, scores, ids, advance)
-            row_pos_scores = [float(s) for s in rescorer(anchors, positives)]
-        stats.rescore_s = time.perf_counter() - t
-
-    query_pos_score = [float("inf")] * len(queries.texts)
-    for i, s in enumerate(row_pos_scores):
-        q = queries.of_row[i]
-        query_pos_score[q] = min(query_pos_score[q], s)
-    flt = config.filter_only()
-    selected: list[list[tuple[str, float]]] = []
-    with stages.stage("filtering", len(queries.texts)) as advance:
-        for q in range(len(queries.texts)):
-            exclude = set(queries.positives[q])
-            if config.exclude_query_text and queries.self_ids[q] is not None:
-                exclude.add(queries.self_ids[q])
-            picked = select_negatives(ids[q], scores[q], exclude=exclude, positive_score=query_pos_score[q],
-                                      flt=flt, limit=config.num_negatives + config.candidates, counts=stats.counts)
-            selected.append([(corpus[j], s) for j, s in picked])
-            if advance is not None and (q + 1) % 1000 == 0:
-                advance(1000)
-    rows = assemble_rows(anchors, positives, queries.of_row, selected, row_pos_scores, config, stats)
-    stats.total_s = time.perf_counter() - t_start
-    log_stats(stats)
-    return MiningResult(rows, stats)
+    return mine_with_sentence_transformers(config, model, anchors, positives, documents, time.perf_counter())
 
 
-def _rescore(rescorer: Rescorer, queries: list[str], corpus: list[str], scores: np.ndarray, ids: np.ndarray,
-             advance) -> tuple[np.ndarray, np.ndarray]:
-    """Replace retrieval scores with ``rescorer`` scores and re-sort each query's list."""
-    new_scores = np.full_like(scores, -np.inf)
-    for q, text in enumerate(queries):
-        valid = np.flatnonzero(ids[q] >= 0)
-        docs = [corpus[j] for j in ids[q][valid]]
-        new_scores[q, valid] = rescorer([text] * len(docs), docs)
-        if advance is not None:
-            advance(1)
-    order = np.argsort(-new_scores, axis=1, kind="stable")
-    return np.take_along_axis(new_scores, order, 1), np.take_along_axis(ids, order, 1)
-
-
-def output_kind(path: str | Path) -> str:
-    """``jsonl`` or ``parquet`` from the output file's suffix (DataError otherwise)."""
-    kind = OUTPUT_SUFFIXES.get(Path(path).suffix.lower())
-    if kind is None:
-        raise DataError(f"output must end in one of {sorted(OUTPUT_SUFFIXES)}", file=path)
-    return kind
-
-
-def write_mined(rows: list[dict[str, Any]], path: str | Path) -> Path:
+# -- files ----------------------------------------------------------------------------------------------------
+def write_mined(rows: list[dict[str, Any]], path: str | Path, with_candidates: bool | None = None) -> Path:
     """Write mined rows as jsonl or parquet (by suffix); the parent folder is created."""
-    path = Path(path)
-    kind = output_kind(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if kind == "jsonl":
-        with path.open("w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        pq.write_table(pa.Table.from_pylist(rows), path)
-    return path
+    sink = FileSink(path, output_kind(path), bool(rows and "candidates" in rows[0]) if with_candidates is None
+                    else with_candidates)
+    sink.write(rows)
+    sink.close()
+    return Path(path)
 
 
 def run_mining(config: OfflineMiningConfig, *, model=None, rescorer: Rescorer | None = None,
                progress=None) -> MiningResult:
-    """:func:`mine` then :func:`write_mined` to ``config.output``; also writes ``<output>.stats.json``."""
-    output_kind(config.output)  # fail on a bad suffix before any encoding
-    result = mine(config, model=model, rescorer=rescorer, progress=progress)
-    if not result.rows:
-        raise DataError("no row got enough negatives; nothing written (widen range_max, loosen margins, "
-                        "or pass keep_incomplete)", file=config.input)
-    out = write_mined(result.rows, config.output)
-    stats_path = out.with_name(out.name + ".stats.json")
-    stats_path.write_text(json.dumps({"config": config.model_dump(mode="json"), **result.stats.summary()},
-                                     indent=2), encoding="utf-8")
-    logger.info("wrote %d rows to %s", len(result.rows), out)
+    """:func:`mine` streamed into ``config.output`` (each process writes its part; the main process joins them);
+    also writes ``<output>.stats.json``."""
+    kind = output_kind(config.output)  # fail on a bad suffix before any encoding
+    if config.engine == "sentence-transformers":
+        result = mine(config, model=model, rescorer=rescorer, progress=progress)
+        if not result.rows:
+            raise DataError("no row got enough negatives; nothing written (widen range_max, loosen margins, "
+                            "or pass keep_incomplete)", file=config.input)
+        write_mined(result.rows, config.output, bool(config.candidates))
+    else:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        target = part_path(config.output, rank) if world > 1 else Path(config.output)
+        sink = FileSink(target, kind, bool(config.candidates))
+        result = mine(config, model=model, rescorer=rescorer, progress=progress, sink=sink)
+        collective = init_collective()
+        collective.barrier()
+        if result.is_main and world > 1:
+            merge_parts(config.output, world, kind, bool(config.candidates))
+        if result.stats.written_rows == 0:
+            if result.is_main:
+                Path(config.output).unlink(missing_ok=True)
+            raise DataError("no row got enough negatives; nothing written (widen range_max, loosen margins, "
+                            "or pass keep_incomplete)", file=config.input)
+    if result.is_main:
+        out = Path(config.output)
+        stats_path = out.with_name(out.name + ".stats.json")
+        stats_path.write_text(json.dumps({"config": config.model_dump(mode="json"), **result.stats.summary()},
+                                         indent=2), encoding="utf-8")
+        logger.info("wrote %d rows to %s", result.stats.written_rows, out)
     return result

@@ -27,6 +27,17 @@ class MiningStats:
     rescore_s: float = 0.0
     total_s: float = 0.0
     counts: FilterCounts = field(default_factory=FilterCounts)
+    #: Processes the work was split across.
+    processes: int = 1
+    #: Search: ``exact`` or an approximate faiss index (``ivf``, ``hnsw``), its build time and measured recall.
+    index: str = "exact"
+    index_build_s: float = 0.0
+    recall_at_k: float | None = None
+    recall_k: int | None = None
+    #: True when corpus and query embeddings came from an earlier run's files.
+    embeddings_reused: bool = False
+    #: Per input row, its positive's score (retrieval or cross-encoder); not part of the summary.
+    row_positive_scores: Any = field(default=None, repr=False)
 
     @property
     def corpus_docs_per_s(self) -> float:
@@ -51,7 +62,9 @@ class MiningStats:
             "search_s": round(self.search_s, 3), "rescore_s": round(self.rescore_s, 3),
             "total_s": round(self.total_s, 3), "corpus_docs_per_s": round(self.corpus_docs_per_s, 1),
             "queries_per_s": round(self.queries_per_s, 1), "search_queries_per_s": round(self.search_queries_per_s, 1),
-            "skipped": self.counts.as_dict(),
+            "skipped": self.counts.as_dict(), "processes": self.processes, "index": self.index,
+            "index_build_s": round(self.index_build_s, 3), "recall_at_k": self.recall_at_k, "recall_k": self.recall_k,
+            "embeddings_reused": self.embeddings_reused,
         }
 
 
@@ -61,6 +74,8 @@ class MiningResult:
 
     rows: list[dict[str, Any]]
     stats: MiningStats
+    #: False on the other processes of a multi-process launch (they report nothing).
+    is_main: bool = True
 
 
 def assemble_rows(anchors: list[str], positives: list[str], of_row: list[int],

@@ -8,6 +8,7 @@ merging running top-k lists, or with a flat faiss inner-product index.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -56,7 +57,9 @@ def top_k(queries: np.ndarray, corpus: np.ndarray, k: int, *, query_chunk_size: 
         return scores_out, ids_out
     if use_faiss:
         return _top_k_faiss(queries, corpus, k, query_chunk_size, scores_out, ids_out, advance)
-    corpus_t = torch.from_numpy(np.ascontiguousarray(corpus, dtype=np.float32))
+    with warnings.catch_warnings():  # a read-only memory map: torch only reads it
+        warnings.simplefilter("ignore", UserWarning)
+        corpus_t = torch.from_numpy(np.ascontiguousarray(corpus, dtype=np.float32))
     for qs in range(0, n_q, query_chunk_size):
         q = torch.from_numpy(np.ascontiguousarray(queries[qs:qs + query_chunk_size], dtype=np.float32))
         best_s = torch.empty((q.shape[0], 0))

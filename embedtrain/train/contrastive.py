@@ -28,8 +28,9 @@ from embedtrain.models.resolve import load_model
 from embedtrain.schema import ContrastiveRecipe
 from embedtrain.train.args import ST_TRAINING_DEFAULTS
 from embedtrain.train.mixing import mixing_extras
-from embedtrain.train.prepare import PreparedDataset, checkpoint_prompts, prepare_contrastive
+from embedtrain.train.prepare import PreparedDataset, checkpoint_prompts, prepare_contrastive, row_count
 from embedtrain.train.runner import TrainingMode
+from embedtrain.train.sharded import sharded_trainer
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ class ContrastiveMode(TrainingMode):
     def training_extras(self) -> dict[str, Any]:
         extras: dict[str, Any] = {"multi_dataset_batch_sampler": self.recipe.multi_dataset_sampler, **self.mixing}
         prompts = {p.config.name: p.prompts for p in self.prepared if p.prompts}
+        if prompts and self.streamed:  # one streamed dataset is passed on its own: prompts by column
+            prompts = self.prepared[0].prompts
         if prompts:
             extras["prompts"] = prompts
         if self.recipe.evaluators:
@@ -82,8 +85,13 @@ class ContrastiveMode(TrainingMode):
     def main_metrics(self) -> dict[str, str]:
         return {cfg.name: main_metric(cfg, self.similarity) for cfg in self.recipe.evaluators}
 
+    @property
+    def streamed(self) -> bool:
+        """The recipe's (single) dataset is read while training (``streaming: true``)."""
+        return any(getattr(p.config, "streaming", False) for p in self.prepared)
+
     def describe(self) -> list[str]:
-        return [f"{p.config.name}: {len(p.dataset)} rows, columns {p.dataset.column_names}, loss {p.loss.name}"
+        return [f"{p.config.name}: {row_count(p.dataset)}, columns {p.dataset.column_names}, loss {p.loss.name}"
                 for p in self.prepared]
 
     def build_trainer(self, args, callbacks: list[TrainerCallback], resume_from: Path | None):
@@ -95,8 +103,10 @@ class ContrastiveMode(TrainingMode):
         mining = attach_dynamic_mining(self.miners, train_datasets, resume_from)
         losses = {p.config.name: build_loss(p.loss, model, p.loss_context) for p in self.prepared}
         logger.info("training %s on %s", self.recipe.model.name_or_path,
-                    ", ".join(f"{n} ({len(d)} rows)" for n, d in train_datasets.items()))
-        trainer = SentenceTransformerTrainer(
+                    ", ".join(f"{n} ({row_count(d)})" for n, d in train_datasets.items()))
+        if self.streamed:  # sentence-transformers takes an IterableDataset only on its own, not in a dict
+            (train_datasets,), (losses,) = train_datasets.values(), losses.values()
+        trainer = sharded_trainer(SentenceTransformerTrainer)(
             model=model, args=args, train_dataset=train_datasets, loss=losses,
             evaluator=combined(self.evaluators) if args.eval_strategy != "no" else None,
             callbacks=[*callbacks, *mining])

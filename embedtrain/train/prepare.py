@@ -15,8 +15,9 @@ from typing import Any
 from datasets import Dataset
 
 from embedtrain.errors import DataError
-from embedtrain.io.formats import FORMATS, prompt_columns, to_dataset
-from embedtrain.io.readers import read_records
+from embedtrain.io.columnar import EXTRA_COLUMNS
+from embedtrain.io.dataset_cache import load_dataset_cached, stream_dataset
+from embedtrain.io.formats import prompt_columns
 from embedtrain.losses import LossContext, check_loss_config
 from embedtrain.schema import ContrastiveRecipe, DatasetConfig, LossConfig, TextDatasetConfig
 from embedtrain.schema.base import LocatedModel
@@ -38,49 +39,87 @@ class PreparedDataset:
     prompts: dict[str, str] = field(default_factory=dict)
     #: Location of the dataset in the recipe, e.g. ``("datasets", 0)`` or ``("tasks", 1, "datasets", 0)``.
     loc: tuple[Any, ...] = ()
+    #: What preparing the data measured (rows, distinct rows, score range...; empty when streaming).
+    stats: dict[str, Any] = field(default_factory=dict)
+    #: With dynamic mining: the file's negatives, their scores and the candidates, per row (memory-mapped).
+    extras: Any = None
 
 
-def load_dataset(recipe: LocatedModel, cfg: DatasetConfig | TextDatasetConfig, loc: tuple[Any, ...]) -> Dataset:
-    """Read and validate the dataset ``cfg`` declared at ``loc`` of the recipe."""
+def row_count(dataset) -> str:
+    """``"<n> rows"`` of a prepared dataset, or ``"streamed"`` (an IterableDataset has no length)."""
+    try:
+        return f"{len(dataset)} rows"
+    except TypeError:
+        return "streamed"
+
+
+def load_prepared(recipe: LocatedModel, cfg: DatasetConfig | TextDatasetConfig, loc: tuple[Any, ...]):
+    """The dataset ``cfg`` declared at ``loc`` of the recipe: checked, converted and memory-mapped from the
+    data cache (:mod:`embedtrain.io.dataset_cache`), or a checked-while-read ``IterableDataset`` with
+    ``streaming: true``. Returns ``(dataset, stats)``.
+
+    Under a multi-process launch each machine's main process prepares the cache entry first and the other
+    ranks open it (:func:`~embedtrain.train.distributed.main_process_first`).
+    """
+    from embedtrain.train.distributed import main_process_first
+
     if cfg.file_type == "hub":
-        records = read_records(cfg.path, "hub", split=cfg.split, limit=cfg.max_samples)
+        path: Any = cfg.path
     else:
         path = recipe.resolve_path(cfg.path)
         if not path.exists():
             raise recipe.error(f"data file not found: {path}", *loc, "path", kind=DataError)
-        records = read_records(path, cfg.file_type, split=cfg.split, limit=cfg.max_samples)
-    dataset = to_dataset(records, cfg.format, cfg.columns, getattr(cfg, "num_negatives", None))
+    kwargs = dict(file_type=cfg.file_type, split=cfg.split, columns=cfg.columns,
+                  num_negatives=getattr(cfg, "num_negatives", None), max_samples=cfg.max_samples)
+    if getattr(cfg, "streaming", False):
+        return stream_dataset(path, cfg.format, **kwargs), {}
+    mining = getattr(cfg, "mining", None)
+    dynamic = mining.dynamic if mining is not None else None
+    with main_process_first():
+        cached = load_dataset_cached(path, cfg.format, **kwargs,
+                                     candidates_column=dynamic.candidates_column if dynamic is not None else None)
+    dataset = cached.dataset
     label_column = getattr(cfg, "label_column", None)
     if label_column:  # rows of one label must not be in-batch negatives of each other (embedtrain.train.mixing)
+        from embedtrain.io.readers import read_records
         from embedtrain.train.mixing import LABEL_COLUMN, read_labels
 
+        records = read_records(path, cfg.file_type, split=cfg.split, limit=cfg.max_samples)
         dataset = dataset.add_column(LABEL_COLUMN, read_labels(records, label_column))
-    return dataset
+    return dataset, {**cached.meta, "cache": str(cached.folder), "reused": cached.reused}
+
+
+def load_dataset(recipe: LocatedModel, cfg: DatasetConfig | TextDatasetConfig, loc: tuple[Any, ...]) -> Dataset:
+    """Read and validate the dataset ``cfg`` declared at ``loc`` of the recipe (see :func:`load_prepared`)."""
+    return load_prepared(recipe, cfg, loc)[0]
 
 
 def check_signal(recipe: LocatedModel, cfg: DatasetConfig, loc: tuple[Any, ...], dataset: Dataset,
-                 loss: LossConfig) -> None:
+                 loss: LossConfig, stats: dict[str, Any] | None = None) -> None:
     """Warn about data a loss learns little from; refuse data it learns nothing from (zero usable rows).
 
     * scored pairs whose scores are all equal: ranking losses (CoSENT, AnglE) have nothing to rank;
     * contrastive rows that are all the same: in-batch negatives are the positive itself.
+
+    ``stats`` are the figures measured while the data was prepared (score range, distinct rows); a streamed
+    dataset has none and is not checked.
     """
+    stats = stats or {}
+    if "rows" not in stats:
+        return
     where = f"dataset '{cfg.name}'"
-    n = len(dataset)
+    n = stats["rows"]
     inner = loss
     while inner.inner is not None:
         inner = inner.inner
     if "score" in dataset.column_names:
-        scores = set(dataset["score"])
-        if len(scores) == 1:
-            message = (f"{where}: all {n} scores are equal ({next(iter(scores))}), so there is nothing to rank")
+        if stats.get("score_min") is not None and stats["score_min"] == stats["score_max"]:
+            message = (f"{where}: all {n} scores are equal ({stats['score_min']}), so there is nothing to rank")
             if inner.name in RANKING_LOSSES:
                 raise recipe.error(message + f"; '{inner.name}' would train at loss 0", *loc, kind=DataError)
             logger.warning("%s", message)
         return
-    spec = FORMATS[cfg.format]
-    columns = [c for c in dataset.column_names if c in spec.text_roles or c.startswith("negative")]
-    distinct = len(set(zip(*(dataset[c] for c in columns)))) if columns else n
+    distinct = stats.get("distinct_rows") or n
     has_negatives = any(c.startswith("negative") for c in dataset.column_names)
     if distinct == 1 and n > 1 and not has_negatives:
         raise recipe.error(f"{where}: all {n} rows are the same pair, so in-batch negatives are the positive "
@@ -97,11 +136,33 @@ def prepare_dataset(recipe: LocatedModel, cfg: DatasetConfig, loc: tuple[Any, ..
     """Validate one dataset and its loss (declared at ``loss_loc``) without loading a model."""
     ctx = LossContext.for_recipe(recipe, loss_loc, cfg.format, model_shape)
     check_loss_config(loss, cfg.format, ctx)
-    dataset = load_dataset(recipe, cfg, loc)
-    check_signal(recipe, cfg, loc, dataset, loss)
+    check_streaming(recipe, cfg, loc)
+    dataset, stats = load_prepared(recipe, cfg, loc)
+    extras = None
+    kept = [c for c in EXTRA_COLUMNS if c in dataset.column_names]
+    if kept:  # dynamic mining's columns: kept aside (memory-mapped), not trained on
+        extras, dataset = dataset.select_columns(kept), dataset.remove_columns(kept)
+    check_signal(recipe, cfg, loc, dataset, loss, stats)
     text_columns = [c for c in dataset.column_names if c != "label"]
     prompts = prompt_columns(cfg.format, text_columns, query_prompt, passage_prompt)
-    return PreparedDataset(cfg, dataset, loss, ctx, prompts, loc)
+    return PreparedDataset(cfg, dataset, loss, ctx, prompts, loc, stats, extras)
+
+
+def check_streaming(recipe: LocatedModel, cfg: DatasetConfig, loc: tuple[Any, ...]) -> None:
+    """``streaming: true`` limits: a known number of steps, one dataset, no dynamic mining."""
+    if not getattr(cfg, "streaming", False):
+        return
+    if not recipe.training.get("max_steps"):
+        raise recipe.error("a streamed dataset has no known length: set training.max_steps", *loc, "streaming")
+    if len(recipe.datasets_for_training) > 1:
+        raise recipe.error("streaming: true works with a single dataset (the multi-dataset batch sampler needs "
+                           "each dataset's length)", *loc, "streaming")
+    if getattr(cfg, "label_column", None):
+        raise recipe.error("label_column needs the prepared dataset (its batches are built by label); "
+                           "set streaming: false", *loc, "streaming")
+    if cfg.mining is not None and cfg.mining.dynamic is not None:
+        raise recipe.error("dynamic mining rewrites negatives by row, which a streamed dataset has not; "
+                           "prepare the data (streaming: false)", *loc, "streaming")
 
 
 def prepare_contrastive(recipe: ContrastiveRecipe, model_shape: tuple[int, int] | None = None

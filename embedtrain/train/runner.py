@@ -29,10 +29,12 @@ from embedtrain.io.checkpoints import (
     save_with_recipe,
     seal,
 )
+from embedtrain.mining.collective import sharding_engine
 from embedtrain.models.inspect import model_shape
 from embedtrain.models.resolve import recipe_model_path
 from embedtrain.schema import Recipe
 from embedtrain.train.args import build_training_args
+from embedtrain.train.sharded import SHARDED_ENGINES, full_weights, gather_full_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -258,12 +260,18 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
     mode.after_train(trainer)
 
     after: dict[str, float] = {}
-    if is_main:
+    full_state = gather_full_state_dict(trainer)  # FSDP / ZeRO-3: a collective, on every rank
+    if is_main or full_state is not None or sharding_engine() in SHARDED_ENGINES:
+        # with sharded weights every forward is a collective: every rank runs the quick checks
         with mode.as_saved(trainer.model):
-            after = mode.quick_scores(trainer.model)
+            scores = mode.quick_scores(trainer.model)
+        if is_main:
+            after = scores
+    if is_main:
 
         def save(tmp: str) -> None:
-            mode.save_final(trainer, tmp)
+            with full_weights(trainer.model, full_state):
+                mode.save_final(trainer, tmp)
             record_run(mode, trainer, collector, tmp, before, after)
 
         atomic_save(save, final_dir)

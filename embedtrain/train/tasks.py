@@ -25,8 +25,9 @@ from embedtrain.schema import TaskRecipe
 from embedtrain.train.args import ST_TRAINING_DEFAULTS
 from embedtrain.train.contrastive import load_start_model
 from embedtrain.train.mixing import LABEL_COLUMN, mixing_extras
-from embedtrain.train.prepare import PreparedDataset, prepare_dataset
+from embedtrain.train.prepare import PreparedDataset, prepare_dataset, row_count
 from embedtrain.train.runner import TrainingMode
+from embedtrain.train.sharded import sharded_trainer
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class TaskMode(TrainingMode):
         return extras
 
     def describe(self) -> list[str]:
-        return [f"{p.config.name}: {len(p.dataset)} rows, columns {p.dataset.column_names}, loss {p.loss.name}, "
+        return [f"{p.config.name}: {row_count(p.dataset)}, columns {p.dataset.column_names}, loss {p.loss.name}, "
                 f"tasks {', '.join(sorted(set(self.mapping[p.config.name].values())))}" for p in self.prepared]
 
     def build_trainer(self, args, callbacks: list[TrainerCallback], resume_from: Path | None):
@@ -111,8 +112,8 @@ class TaskMode(TrainingMode):
         logger.info("tasks per dataset: %s", {n: sorted(set(c.values())) for n, c in self.mapping.items()})
         train_datasets = {p.config.name: p.dataset for p in self.prepared}
         losses = {p.config.name: build_loss(p.loss, model, p.loss_context) for p in self.prepared}
-        return SentenceTransformerTrainer(model=model, args=args, train_dataset=train_datasets, loss=losses,
-                                          callbacks=callbacks)
+        return sharded_trainer(SentenceTransformerTrainer)(model=model, args=args, train_dataset=train_datasets,
+                                                           loss=losses, callbacks=callbacks)
 
     def quick_scores(self, model) -> dict[str, float]:
         scores = {}

@@ -1,0 +1,96 @@
+"""Embeddings on disk: encoded once, split across processes, memory-mapped, reused across runs.
+
+:func:`encode_to_file` encodes ``n`` texts in fixed blocks of :data:`BLOCK` texts; block ``b`` is encoded by
+rank ``b % world_size`` and written at its offset of one ``float32`` file (``np.memmap``) that every rank then
+maps read-only. Because a block is always encoded as one ``encode`` call whatever the number of processes, the
+file is the same for 1, 2 or 8 processes (to the bit on CPU).
+
+The file is named by a fingerprint of the model (its folder's weight and config files: names, sizes, times),
+the prompt, the sequence length and the texts (their 128-bit hashes, in order); a ``.json`` written once every
+block is in place marks it complete. A later run with the same model and texts (another ``range_max``, other
+margins, a cross-encoder...) opens the file instead of encoding again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedtrain.mining.collective import Collective
+
+logger = logging.getLogger(__name__)
+
+#: Texts per encoded block (the unit of work split across processes).
+BLOCK = 4096
+
+
+def model_fingerprint(path: str | Path | None) -> str | None:
+    """Names, sizes and modification times of a model folder's weight and config files (None: not a folder)."""
+    if path is None or not Path(path).is_dir():
+        return None
+    root = Path(path).resolve()
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in
+                   (".safetensors", ".bin", ".json", ".txt", ".model", ".pt"))
+    parts = [str(root)] + [f"{p.relative_to(root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+
+
+def fingerprint(*parts: Any, hashes: np.ndarray) -> str:
+    """A short key from ``parts`` (model fingerprint, prompt, length...) and the texts' hashes."""
+    digest = hashlib.sha256(json.dumps([str(p) for p in parts]).encode())
+    digest.update(np.ascontiguousarray(hashes).tobytes())
+    return digest.hexdigest()[:24]
+
+
+def encode_to_file(model, texts: Callable[[int, int], list[str]], n: int, path: Path, *, kind: str,
+                   prompt: str | None, batch_size: int, collective: Collective, encode_fn: Callable | None = None,
+                   advance: Callable[[int], None] | None = None) -> tuple[np.ndarray, bool]:
+    """Embeddings of the ``n`` texts (``texts(start, end)`` gives a slice) in ``path``, memory-mapped read-only.
+
+    Returns ``(embeddings, reused)``; ``reused`` is True when a complete file was already there. ``encode_fn``
+    (``(model, texts, kind, prompt, batch_size) -> array``) defaults to
+    :func:`embedtrain.mining.search.encode_texts`.
+    """
+    from embedtrain.mining.search import encode_texts
+
+    encode = encode_fn or (lambda m, t, k, p, b: encode_texts(m, t, kind=k, prompt=p, batch_size=b,
+                                                             chunk_size=len(t) or 1))
+    meta_path = path.with_suffix(".json")
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("rows") == n:
+            logger.info("reusing %d embeddings from %s", n, path)
+            if advance is not None:
+                advance(n)
+            return np.memmap(path, dtype=np.float32, mode="r", shape=(n, meta["dim"])), True
+    dim = int(np.asarray(encode(model, texts(0, min(n, 1)) or ["x"], kind, prompt, batch_size)).shape[1])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    if collective.rank == 0:
+        np.memmap(tmp, dtype=np.float32, mode="w+", shape=(max(n, 1), dim)).flush()
+    collective.barrier()
+    if n:
+        out = np.memmap(tmp, dtype=np.float32, mode="r+", shape=(n, dim))
+        blocks = range(0, n, BLOCK)
+        for b, start in enumerate(blocks):
+            if b % collective.world_size != collective.rank:
+                continue
+            end = min(start + BLOCK, n)
+            out[start:end] = np.asarray(encode(model, texts(start, end), kind, prompt, batch_size), dtype=np.float32)
+            if advance is not None:
+                advance((end - start) * collective.world_size)
+        out.flush()
+        del out
+    collective.barrier()
+    if collective.rank == 0:
+        os.replace(tmp, path)
+        meta_path.write_text(json.dumps({"rows": n, "dim": dim, "kind": kind, "prompt": prompt}))
+    collective.barrier()
+    return np.memmap(path, dtype=np.float32, mode="r", shape=(n, dim)) if n else np.zeros((0, dim), np.float32), False

@@ -1,0 +1,208 @@
+"""Data at scale: ``embedtrain validate`` speed and time-to-first-step / peak RSS per rank with 2 processes.
+
+For each size in ``--sizes`` (default 100k, 1M and 5M pairs) a synthetic pairs file with realistic lengths is
+written (queries of 5-15 words, passages of 40-100 words: about 550 bytes a row, like MS MARCO), then:
+
+1. ``validate``: ``embedtrain validate recipe.yaml`` in a fresh process with an empty data cache: wall time,
+   rows/s of the preparation pass (read, vectorised checks, duplicate count, Arrow file written), peak RSS;
+2. ``first step``: ``accelerate launch`` with 2 CPU processes (gloo) of ``embedtrain train`` on
+   all-MiniLM-L6-v2, stopped after the first optimizer step: seconds from process start to the end of step 1
+   and peak RSS per rank (VmHWM, which counts the memory-mapped data pages a rank touched, and RssAnon, its
+   private memory), once with a cold cache (the main process prepares, the other waits and opens it) and once
+   warm (both open the cache).
+
+At ``--compare-size`` (default 100k) the same is measured for the previous implementation (``--old-tree``: a
+copy of embedtrain before this change, e.g. ``git archive 1e96a8e | tar -x -C old``), which reads rows into
+Python lists on every rank, and the ratios are printed. Figures depend on the machine and its load; the ones in
+docs/scale.md were taken on a shared 2-core box. Big files are deleted after each size (check ``df -h`` first).
+
+    python examples/data_scale_benchmark.py --workdir runs/data_scale --old-tree /path/to/old
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+FIRST_STEP_SCRIPT = r'''
+import json, os, resource, sys, time
+T0 = float(os.environ["BENCH_T0"])
+from transformers import TrainerCallback
+
+
+def memory():
+    status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
+    kb = lambda k: int(status.get(k, "0 kB").split()[0])
+    return {"vmhwm_mb": kb("VmHWM") / 1024, "rss_anon_mb": kb("RssAnon") / 1024, "rss_file_mb": kb("RssFile") / 1024}
+
+
+class FirstStep(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 1:
+            rank = int(os.environ.get("RANK", "0"))
+            out = {"rank": rank, "first_step_s": time.time() - T0, **memory()}
+            with open(os.path.join(sys.argv[2], f"rank{rank}.json"), "w") as fh:
+                json.dump(out, fh)
+            control.should_training_stop = True
+
+
+try:
+    from embedtrain.api import train
+except ImportError:
+    train = None
+if train is not None:
+    train(sys.argv[1], callbacks=[FirstStep()])
+else:  # the previous layout (before embedtrain.api)
+    from embedtrain.training import train_from_recipe
+    train_from_recipe(sys.argv[1], callbacks=[FirstStep()])
+'''
+
+
+def write_pairs(path: Path, n: int, seed: int = 0) -> int:
+    """``n`` synthetic (query, passage) rows; returns the file size."""
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    vocab = np.array(["".join(rng.choice(letters, size=rng.integers(2, 10))) for _ in range(30000)])
+    with path.open("w", encoding="utf-8") as fh:
+        for start in range(0, n, 20000):
+            m = min(20000, n - start)
+            ql, pl = rng.integers(5, 16, m), rng.integers(40, 101, m)
+            qw, pw = vocab[rng.integers(0, len(vocab), ql.sum())], vocab[rng.integers(0, len(vocab), pl.sum())]
+            qo, po = np.r_[0, np.cumsum(ql)], np.r_[0, np.cumsum(pl)]
+            fh.write("".join(json.dumps({"query": f"{start + i} " + " ".join(qw[qo[i]:qo[i + 1]]),
+                                         "passage": " ".join(pw[po[i]:po[i + 1]])}) + "\n" for i in range(m)))
+    return path.stat().st_size
+
+
+def write_recipe(path: Path, data: Path, out: Path) -> Path:
+    path.write_text(json.dumps({  # JSON is YAML
+        "model": {"name_or_path": "all-MiniLM-L6-v2", "max_seq_length": 128},
+        "datasets": [{"name": "pairs", "path": str(data), "format": "pairs"}],
+        "loss": {"name": "mnrl", "params": {"gather_across_devices": True}},
+        "training": {"per_device_train_batch_size": 16, "max_steps": 2, "logging_steps": 1, "save_steps": 1000,
+                     "dataloader_num_workers": 0},
+        "output_dir": str(out)}), encoding="utf-8")
+    return path
+
+
+def env_for(tree: Path | None, cache: Path) -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false", EMBEDTRAIN_CACHE_DIR=str(cache), HF_DATASETS_CACHE=str(cache / "hf"))
+    env["PYTHONPATH"] = str(tree or REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def run_validate(recipe: Path, env: dict) -> dict:
+    """``embedtrain validate`` in a child process: wall seconds and the child's peak RSS."""
+    code = ("import resource, sys, time; t=time.perf_counter()\n"
+            "try:\n    from embedtrain.api import validate\nexcept ImportError:\n"
+            "    from embedtrain.training import validate_recipe as validate\n"
+            "validate(sys.argv[1]); print('SECONDS', time.perf_counter()-t);"
+            "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    proc = subprocess.run([sys.executable, "-c", code, str(recipe)], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-3000:])
+    values = dict(line.split() for line in proc.stdout.splitlines() if line.startswith(("SECONDS", "MAXRSS")))
+    return {"seconds": float(values["SECONDS"]), "peak_rss_mb": float(values["MAXRSS"])}
+
+
+def run_first_step(recipe: Path, env: dict, workdir: Path, port: int) -> list[dict]:
+    shutil.rmtree(json.loads(recipe.read_text())["output_dir"], ignore_errors=True)  # a fresh run each time
+    script = workdir / "first_step.py"
+    script.write_text(FIRST_STEP_SCRIPT)
+    out = workdir / "ranks"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    env = dict(env, BENCH_T0=str(time.time()), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(REPO / "recipes" / "accelerate" / "cpu_2proc.yaml"), "--main_process_port", str(port),
+           str(script), str(recipe), str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-3000:])
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+def measure(tree: Path | None, data: Path, n: int, workdir: Path, port: int, label: str) -> dict:
+    cache = workdir / f"cache-{label}"
+    shutil.rmtree(cache, ignore_errors=True)
+    recipe = write_recipe(workdir / f"recipe-{label}.json", data, workdir / f"out-{label}")
+    env = env_for(tree, cache)
+    result: dict = {"implementation": label, "rows": n}
+    v = run_validate(recipe, env)
+    result["validate"] = {**v, "rows_per_s": round(n / v["seconds"])}
+    meta = list(cache.glob("datasets/*/meta.json"))
+    if meta:
+        prep = json.loads(meta[0].read_text())
+        result["validate"]["prepare_s"] = prep["seconds"]
+        result["validate"]["prepare_rows_per_s"] = round(n / prep["seconds"])
+    if tree is None:  # the new implementation: a cold start (empty cache) and a warm one
+        shutil.rmtree(cache, ignore_errors=True)
+        result["first_step_cold"] = run_first_step(recipe, env, workdir, port)
+    result["first_step"] = run_first_step(recipe, env, workdir, port + 1)  # old: reads again; new: warm cache
+    shutil.rmtree(cache, ignore_errors=True)
+    shutil.rmtree(workdir / f"out-{label}", ignore_errors=True)
+    return result
+
+
+def show(r: dict) -> None:
+    v = r["validate"]
+    print(f"[{r['implementation']}] {r['rows']:>9,} rows  validate {v['seconds']:7.1f}s "
+          f"({v['rows_per_s']:>9,} rows/s end to end" + (f", {v['prepare_rows_per_s']:,} rows/s data pass"
+                                                            if "prepare_rows_per_s" in v else "") +
+          f")  peak RSS {v['peak_rss_mb']:.0f} MB")
+    for key in ("first_step_cold", "first_step"):
+        if key in r:
+            ranks = r[key]
+            print(f"    {key:16} " + "  ".join(
+                f"rank{x['rank']}: {x['first_step_s']:.1f}s, VmHWM {x['vmhwm_mb']:.0f} MB, RssAnon "
+                f"{x['rss_anon_mb']:.0f} MB" for x in ranks))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path("runs/data_scale"))
+    parser.add_argument("--sizes", type=int, nargs="*", default=[100_000, 1_000_000, 5_000_000])
+    parser.add_argument("--compare-size", type=int, default=100_000)
+    parser.add_argument("--old-tree", type=Path, default=None, help="a copy of the previous embedtrain tree")
+    parser.add_argument("--port", type=int, default=29591)
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    print(f"disk free at {args.workdir}: {shutil.disk_usage(args.workdir).free / 2**30:.1f} GiB; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    results = []
+    for n in args.sizes:
+        data = args.workdir / f"pairs-{n}.jsonl"
+        t = time.perf_counter()
+        size = write_pairs(data, n)
+        print(f"wrote {n:,} pairs ({size / 2**20:.0f} MiB) in {time.perf_counter() - t:.0f}s")
+        new = measure(None, data, n, args.workdir, args.port, "new")
+        new["file_mb"] = round(size / 2**20)
+        results.append(new)
+        show(new)
+        if n == args.compare_size and args.old_tree is not None:
+            old = measure(args.old_tree, data, n, args.workdir, args.port + 2, "old")
+            results.append(old)
+            show(old)
+            ratio_v = old["validate"]["seconds"] / new["validate"]["seconds"]
+            ratio_t = (np.mean([x["first_step_s"] for x in old["first_step"]])
+                       / np.mean([x["first_step_s"] for x in new["first_step"]]))
+            ratio_r = (max(x["vmhwm_mb"] for x in old["first_step"]) / max(x["vmhwm_mb"] for x in new["first_step"]))
+            print(f"    at {n:,} rows: validate {ratio_v:.1f}x faster, first step {ratio_t:.2f}x sooner (warm cache), "
+                  f"peak RSS per rank {ratio_r:.2f}x lower than the previous implementation")
+        data.unlink()
+        (args.workdir / "results.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Mining at scale: embedtrain's sharded miner vs ``sentence_transformers.util.mine_hard_negatives``, same corpus.
+
+Corpus: the distinct sentences of the local STS / SICK / Banking77 files (``--data-dir``), cut to each size in
+``--corpus-sizes``; pairs: STS Benchmark train paraphrases (score >= 4, both directions). Model:
+all-MiniLM-L6-v2 (max_seq_length 128), 5 negatives from ranks < 50 with a 5% relative margin, batch 64.
+
+Every run is a fresh process (so its peak RSS is its own) and prints docs/s (corpus documents, positives
+included, / mining seconds, after loading data and model) and peak RSS:
+
+* ``st``: sentence-transformers' ``mine_hard_negatives`` (through embedtrain's ``engine: sentence-transformers``,
+  which passes the same parameters);
+* ``embedtrain``: the default engine, cold (embeddings encoded and written to a memory-mapped file);
+* ``embedtrain (reused)``: the same command again: the embedding files are reused (as when margins or the rank
+  window are tuned, or a cross-encoder is added);
+* ``embedtrain x2``: ``accelerate launch`` with 2 CPU processes of 1 thread each (the same 2 cores).
+
+    python examples/mining_scale_benchmark.py --workdir runs/mining_scale --corpus-sizes 5000 20000 --max-pairs 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+CHILD = r'''
+import json, resource, sys, time
+t0 = time.perf_counter()
+from embedtrain.mining.offline import run_mining
+from embedtrain.schema.mining import OfflineMiningConfig
+cfg = OfflineMiningConfig(**json.loads(sys.argv[1]))
+result = run_mining(cfg)
+if result.is_main:
+    s = result.stats
+    print("RESULT", json.dumps({"mining_s": s.total_s, "wall_s": time.perf_counter() - t0,
+                                "corpus": s.corpus_size, "queries": s.queries, "written": s.written_rows,
+                                "encode_corpus_s": s.encode_corpus_s, "search_s": s.search_s,
+                                "reused": s.embeddings_reused,
+                                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+'''
+
+
+def inputs(data_dir: Path, workdir: Path, corpus_size: int) -> tuple[Path, Path]:
+    texts: dict[str, None] = {}
+    for name in ("stsb_train.json", "stsb_dev.json", "stsb_test.json", "sickr_test.json", "STS12_test.json",
+                 "STS13_test.json", "STS14_test.json", "banking77_train.json", "banking77_test.json"):
+        for row in json.loads((data_dir / name).read_text(encoding="utf-8")):
+            for key in ("sentence1", "sentence2", "text"):
+                if isinstance(row.get(key), str) and row[key].strip():
+                    texts[row[key].replace("\n", " ").strip()] = None
+    corpus = list(texts)[:corpus_size]
+    if len(corpus) < corpus_size:
+        raise SystemExit(f"only {len(corpus)} distinct sentences available")
+    corpus_path = workdir / f"corpus-{corpus_size}.txt"
+    corpus_path.write_text("\n".join(corpus) + "\n", encoding="utf-8")
+    pairs_path = workdir / "pairs.jsonl"
+    rows = json.loads((data_dir / "stsb_train.json").read_text(encoding="utf-8"))
+    with pairs_path.open("w", encoding="utf-8") as fh:
+        for r in rows:
+            if float(r["score"]) >= 4.0:
+                fh.write(json.dumps({"anchor": r["sentence1"], "positive": r["sentence2"]}) + "\n")
+                fh.write(json.dumps({"anchor": r["sentence2"], "positive": r["sentence1"]}) + "\n")
+    return pairs_path, corpus_path
+
+
+def run(config: dict, env: dict, processes: int = 1, port: int = 29581) -> dict:
+    if processes == 1:
+        cmd = [sys.executable, "-c", CHILD, json.dumps(config)]
+    else:
+        script = Path(config["output"]).with_name("child.py")
+        script.write_text(CHILD)
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+               str(REPO / "recipes" / "accelerate" / "cpu_2proc.yaml"), "--num_processes", str(processes),
+               "--main_process_port", str(port), str(script), json.dumps(config)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-3000:])
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
+    return json.loads(line.split(" ", 1)[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path("runs/mining_scale"))
+    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--corpus-sizes", type=int, nargs="*", default=[10_000, 40_000])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-pairs", type=int, default=1000, help="pairs mined (first N of the pairs file)")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    results = []
+    for size in args.corpus_sizes:
+        pairs, corpus = inputs(args.data_dir, args.workdir, size)
+        emb = args.workdir / f"emb-{size}"
+        shutil.rmtree(emb, ignore_errors=True)
+        base = {"model": "all-MiniLM-L6-v2", "input": str(pairs), "corpus": str(corpus), "num_negatives": 5,
+                "range_max": 50, "relative_margin": 0.05, "batch_size": 64, "max_seq_length": 128,
+                "embeddings_dir": str(emb), "max_samples": args.max_pairs}
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+                   EMBEDTRAIN_CACHE_DIR=str(args.workdir / "cache"), OMP_NUM_THREADS=str(args.threads),
+                   PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        runs = [("st", {**base, "engine": "sentence-transformers"}, 1),
+                ("embedtrain", base, 1), ("embedtrain (reused)", base, 1)]
+        for name, cfg, procs in runs:
+            r = run({**cfg, "output": str(args.workdir / f"out-{size}.jsonl")}, env, procs)
+            results.append({"engine": name, "corpus_size": size, **r})
+        shutil.rmtree(emb, ignore_errors=True)
+        env2 = dict(env, OMP_NUM_THREADS="1")
+        r = run({**base, "output": str(args.workdir / f"out-{size}.jsonl")}, env2, 2)
+        results.append({"engine": "embedtrain x2", "corpus_size": size, **r})
+        shutil.rmtree(emb, ignore_errors=True)
+        st = next(x for x in results if x["engine"] == "st" and x["corpus_size"] == size)
+        print(f"\ncorpus {size:,} documents, {st['queries']:,} queries")
+        print(f"{'engine':22} {'mining s':>9} {'docs/s':>8} {'vs st':>6} {'peak RSS MB':>12}")
+        for x in results:
+            if x["corpus_size"] != size:
+                continue
+            print(f"{x['engine']:22} {x['mining_s']:>9.1f} {x['corpus'] / x['mining_s']:>8.0f} "
+                  f"{st['mining_s'] / x['mining_s']:>5.2f}x {x['peak_rss_mb']:>12.0f}")
+        (args.workdir / "results.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

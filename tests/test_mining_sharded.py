@@ -1,0 +1,102 @@
+"""Mining at scale: split across 2 processes it writes the same file as one process; embeddings are reused by a
+later run; approximate (faiss IVF / HNSW) search reports its recall against exact search."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from embedtrain.mining.embeddings import BLOCK
+from embedtrain.mining.offline import run_mining
+from embedtrain.schema.mining import OfflineMiningConfig
+
+WORDS = ("red blue green black white brown pink gray gold silver orange purple cyan olive navy teal "
+         "maroon lime coral amber").split()
+
+
+def _data(tmp_path, n_pairs=300, n_docs=BLOCK + 900):
+    pairs = tmp_path / "pairs.jsonl"
+    with pairs.open("w") as fh:
+        for i in range(n_pairs):  # every 7th anchor repeats: a query with several positives
+            a = i - i % 7 if i % 7 == 3 else i
+            fh.write(json.dumps({"anchor": f"the {WORDS[a % 20]} car number {a}",
+                                 "positive": f"a {WORDS[i % 20]} vehicle called {i}"}) + "\n")
+    corpus = tmp_path / "corpus.jsonl"
+    with corpus.open("w") as fh:
+        for j in range(n_docs):
+            fh.write(json.dumps({"text": f"some {WORDS[j % 20]} thing {j // 20} of kind {WORDS[(j // 7) % 20]}"})
+                     + "\n")
+    return pairs, corpus
+
+
+def _config(tmp_path, model_dir, pairs, corpus, output, **extra):
+    return OfflineMiningConfig(model=str(model_dir), input=str(pairs), corpus=str(corpus), output=str(output),
+                               num_negatives=3, candidates=2, range_max=30, query_chunk_size=64,
+                               embeddings_dir=str(tmp_path / "emb"), **extra)
+
+
+def _rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_two_processes_write_what_one_process_writes(tmp_path, tiny_model_dir, repo_root):
+    pairs, corpus = _data(tmp_path)
+    single = tmp_path / "single.jsonl"
+    run_mining(_config(tmp_path, tiny_model_dir, pairs, corpus, single))
+    sharded = tmp_path / "sharded.jsonl"
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(repo_root / "recipes" / "accelerate" / "cpu_2proc.yaml"), "--main_process_port", "29571",
+           "-m", "embedtrain", "mine", "--model", str(tiny_model_dir), "--input", str(pairs), "--corpus", str(corpus),
+           "--output", str(sharded), "--num-negatives", "3", "--candidates", "2", "--range-max", "30",
+           "--query-chunk-size", "64", "--embeddings-dir", str(tmp_path / "emb-sharded")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("mined ") == 1  # one process reports
+    assert _rows(sharded) == _rows(single) and len(_rows(single)) == 300
+    stats = json.loads((tmp_path / "sharded.jsonl.stats.json").read_text())
+    assert stats["processes"] == 2 and stats["written_rows"] == 300
+    assert not list(tmp_path.glob("sharded.jsonl.part-*"))  # parts joined and removed
+    # both runs encoded the corpus: the embedding files are the same bytes (blocks are world-size independent)
+    [a] = (tmp_path / "emb").glob("corpus-*.f32")
+    [b] = (tmp_path / "emb-sharded").glob("corpus-*.f32")
+    assert a.name == b.name and a.read_bytes() == b.read_bytes()
+
+
+def test_embeddings_are_reused_by_the_next_run(tmp_path, tiny_model_dir):
+    pairs, corpus = _data(tmp_path, n_pairs=60, n_docs=500)
+    first = run_mining(_config(tmp_path, tiny_model_dir, pairs, corpus, tmp_path / "a.jsonl"))
+    second = run_mining(_config(tmp_path, tiny_model_dir, pairs, corpus, tmp_path / "b.jsonl", range_min=1))
+    assert not first.stats.embeddings_reused and second.stats.embeddings_reused
+    rows_a, rows_b = _rows(tmp_path / "a.jsonl"), _rows(tmp_path / "b.jsonl")
+    assert [r["negatives"][1:3] for r in rows_a] == [r["negatives"][:2] for r in rows_b]  # range_min=1: shifted
+    assert [r["positive_score"] for r in rows_a] == [r["positive_score"] for r in rows_b]
+    # another prompt is another set of embeddings
+    third = run_mining(_config(tmp_path, tiny_model_dir, pairs, corpus, tmp_path / "c.jsonl", query_prompt="q: "))
+    assert not third.stats.embeddings_reused
+
+
+@pytest.mark.parametrize("index", ["ivf", "hnsw"])
+def test_approximate_search_reports_recall_against_exact(tmp_path, tiny_model_dir, index):
+    pairs, corpus = _data(tmp_path, n_pairs=120, n_docs=3000)
+    exact = run_mining(_config(tmp_path, tiny_model_dir, pairs, corpus, tmp_path / "exact.jsonl"))
+    approx = run_mining(_config(tmp_path, tiny_model_dir, pairs, corpus, tmp_path / f"{index}.jsonl", index=index,
+                                ivf_lists=16, ivf_probe=4, hnsw_ef_search=64, recall_sample=100))
+    assert exact.stats.recall_at_k is None
+    # k = range_max + the most positives of a query + its own text
+    assert 0.3 < approx.stats.recall_at_k <= 1.0 and approx.stats.recall_k == 30 + 2 + 1
+    stats = json.loads((tmp_path / f"{index}.jsonl.stats.json").read_text())
+    assert stats["index"] == index and stats["recall_at_k"] == approx.stats.recall_at_k
+    # wider probing finds everything exact search finds
+    full = run_mining(_config(tmp_path, tiny_model_dir, pairs, corpus, tmp_path / "full.jsonl", index=index,
+                              ivf_lists=16, ivf_probe=16, hnsw_ef_search=3000, recall_sample=100))
+    assert full.stats.recall_at_k > 0.99
+    def texts(path):  # faiss and torch scores differ in the last digit; the lists agree
+        return [[n["text"] for n in r["negatives"]] for r in _rows(path)]
+
+    assert texts(tmp_path / "full.jsonl") == texts(tmp_path / "exact.jsonl")
