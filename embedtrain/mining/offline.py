@@ -32,6 +32,7 @@ from embedtrain.mining.filtering import select_negatives
 from embedtrain.mining.rescore import Rescorer, cross_encoder_rescorer
 from embedtrain.mining.results import MiningResult, MiningStats, assemble_rows, log_stats
 from embedtrain.mining.search import encode_texts, top_k
+from embedtrain.models.precision import choose_precision
 from embedtrain.schema.mining import OfflineMiningConfig
 
 logger = logging.getLogger(__name__)
@@ -136,7 +137,8 @@ def mine(config: OfflineMiningConfig, *, model=None, rescorer: Rescorer | None =
         if rescorer is not None:
             raise ValueError("a custom rescorer needs engine='embedtrain'; the sentence-transformers engine "
                              "takes a cross-encoder path (cross_encoder)")
-        return mine_with_sentence_transformers(config, model, anchors, positives, documents, t_start)
+        with choose_precision(config.precision, str(model.device)).context():
+            return mine_with_sentence_transformers(config, model, anchors, positives, documents, t_start)
 
     stages = _Stages(progress)
     stats = MiningStats(rows=len(anchors))
@@ -146,15 +148,16 @@ def mine(config: OfflineMiningConfig, *, model=None, rescorer: Rescorer | None =
     logger.info("mining %d pairs (%d distinct queries) against %d documents", len(anchors), stats.queries,
                 stats.corpus_size)
 
+    precision = choose_precision(config.precision, str(model.device))
     t = time.perf_counter()
     with stages.stage("encoding corpus", len(corpus)) as advance:
         corpus_emb = encode_texts(model, corpus, kind="document", prompt=config.passage_prompt,
-                                  batch_size=config.batch_size, advance=advance)
+                                  batch_size=config.batch_size, advance=advance, precision=precision)
     stats.encode_corpus_s = time.perf_counter() - t
     t = time.perf_counter()
     with stages.stage("encoding queries", len(queries.texts)) as advance:
         query_emb = encode_texts(model, queries.texts, kind="query", prompt=config.query_prompt,
-                                 batch_size=config.batch_size, advance=advance)
+                                 batch_size=config.batch_size, advance=advance, precision=precision)
     stats.encode_queries_s = time.perf_counter() - t
 
     max_pos = max(len(p) for p in queries.positives)

@@ -39,6 +39,7 @@ from embedtrain.schema.evaluation import EvalConfig, GeneralizationConfig
 from embedtrain.schema.loss import LossConfig
 from embedtrain.schema.model import ModelConfig
 from embedtrain.schema.smae import SmaeConfig
+from embedtrain.schema.speed import SpeedConfig
 from embedtrain.schema.tasks import TaskList
 
 #: Keys that belong at the top level of a recipe, never under ``training:``.
@@ -107,6 +108,8 @@ class ContrastiveRecipe(RecipeBase):
     #: Quick sentence-transformers evaluators run before and after training (``eval:`` runs MTEB).
     evaluators: list[EvaluatorConfig] = Field(default_factory=list)
     multi_dataset_sampler: Literal["proportional", "round_robin"] = "proportional"
+    #: Throughput settings (precision, bucketing...): how fast training computes, never what it learns.
+    speed: SpeedConfig = Field(default_factory=SpeedConfig)
 
     @field_validator("datasets")
     @classmethod
@@ -127,6 +130,10 @@ class ContrastiveRecipe(RecipeBase):
                 raise self.error(f"dynamic mining replaces hard negatives, but format '{ds.format}' has none; "
                                  f"use format {sorted(NEGATIVE_FORMATS)} (e.g. the output of `embedtrain mine`)",
                                  "datasets", i, "mining", "dynamic")
+        explicit = [k for k in ("bf16", "fp16") if str(self.training.get(k)).lower() in ("true", "1")]
+        if explicit and self.speed.precision == "fp32":
+            raise self.error(f"speed.precision is fp32 but training.{explicit[0]} is true; set one of them",
+                             "speed", "precision")
 
 
 class TaskRecipe(RecipeBase):

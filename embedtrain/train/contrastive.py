@@ -22,6 +22,13 @@ from embedtrain.schema import ContrastiveRecipe
 from embedtrain.train.args import ST_TRAINING_DEFAULTS
 from embedtrain.train.prepare import PreparedDataset, checkpoint_prompts, prepare_contrastive
 from embedtrain.train.runner import TrainingMode
+from embedtrain.train.throughput import (
+    describe_speed,
+    precision_arguments,
+    prepare_loss,
+    prepare_model,
+    run_precision,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,20 +67,25 @@ class ContrastiveMode(TrainingMode):
             extras["prompts"] = prompts
         if self.recipe.evaluators:
             extras["eval_strategy"] = "no"
+        extras.update(precision_arguments(self.recipe))
         return extras
 
     def describe(self) -> list[str]:
-        return [f"{p.config.name}: {len(p.dataset)} rows, columns {p.dataset.column_names}, loss {p.loss.name}"
-                for p in self.prepared]
+        return [*(f"{p.config.name}: {len(p.dataset)} rows, columns {p.dataset.column_names}, loss {p.loss.name}"
+                  for p in self.prepared), describe_speed(self.recipe)]
 
     def build_trainer(self, args, callbacks: list[TrainerCallback], resume_from: Path | None):
         from sentence_transformers import SentenceTransformerTrainer
 
         model = load_start_model(self.recipe, self)
         model.prompts = {**(model.prompts or {}), **checkpoint_prompts(self.recipe)}
+        prepare_model(model, self.recipe.speed)  # before mining wraps the forward: it records merged outputs
         train_datasets = {p.config.name: p.dataset for p in self.prepared}
-        mining = attach_dynamic_mining(self.miners, train_datasets, resume_from)
         losses = {p.config.name: build_loss(p.loss, model, p.loss_context) for p in self.prepared}
+        mining = attach_dynamic_mining(self.miners, train_datasets, resume_from, model, losses,
+                                       run_precision(self.recipe))
+        for loss in losses.values():
+            prepare_loss(loss, self.recipe.speed)
         logger.info("training %s on %s", self.recipe.model.name_or_path,
                     ", ".join(f"{n} ({len(d)} rows)" for n, d in train_datasets.items()))
         trainer = SentenceTransformerTrainer(
