@@ -19,6 +19,9 @@ hits all of them alike; medians are reported. Regimes:
 ``mining``       embedtrain alone on mined STSb hard negatives (MNRL, batch 64): without ``mining.dynamic``,
                  with it (reusing the loss's similarities, the default) and with re-encoding; reports the
                  re-mining overhead in % of training time
+``encode``       inference: stock ``model.encode`` (fp32) vs embedtrain's encoding for mining and evaluation
+                 (``encode_texts(..., precision=auto)``, what ``embedtrain eval --precision auto`` and
+                 ``embedtrain mine --precision auto`` run) on SciFact title + abstract texts, batch 32
 
 samples/s counts training rows (pairs) per second of optimizer steps after the warm-up steps; peak memory is
 the peak resident memory of the process during the run (CPU) or ``torch.cuda.max_memory_allocated`` (GPU).
@@ -343,8 +346,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="all-MiniLM-L6-v2", help="Model folder or packaged name.")
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--regimes", nargs="+", default=["short_pairs", "query_passage", "gradcache", "mining"],
-                        choices=["short_pairs", "query_passage", "gradcache", "mining"])
+    parser.add_argument("--regimes", nargs="+",
+                        default=["short_pairs", "query_passage", "gradcache", "mining", "encode"],
+                        choices=["short_pairs", "query_passage", "gradcache", "mining", "encode"])
+    parser.add_argument("--encode-texts", type=int, default=600, help="SciFact texts encoded per encode run.")
     parser.add_argument("--repeats", type=int, default=3, help="Interleaved repetitions (medians reported).")
     parser.add_argument("--gradcache-repeats", type=int, default=2, help="Repetitions of the (long) GradCache regime.")
     parser.add_argument("--steps", type=int, default=8, help="Timed steps per run (query_passage: half).")
@@ -419,6 +424,8 @@ def main() -> None:
 
     if "mining" in args.regimes:
         results["mining"] = mining_regime(args, model_path, device, workdir, out_dir)
+    if "encode" in args.regimes:
+        results["encode"] = encode_regime(args, model_path, device)
 
     print_table(results, args, device)
     if args.out is not None:
@@ -485,12 +492,45 @@ def mining_regime(args, model_path: str, device: str, workdir: Path, out_dir) ->
     return out
 
 
+def encode_regime(args, model_path: str, device: str) -> dict:
+    from sentence_transformers import SentenceTransformer
+
+    from embedtrain.mining.search import encode_texts
+    from embedtrain.models.precision import choose_precision
+
+    if args.quick:
+        texts = [b for _, b in tiny_pairs(64, 5, long=True)]
+    else:
+        texts = [b for _, b in scifact_pairs(args.data_dir)]
+        texts = list(dict.fromkeys(texts))[:args.encode_texts]
+    model = SentenceTransformer(model_path, device=device, local_files_only=True)
+    model.max_seq_length = 48 if args.quick else 256
+    model.eval()
+    fast = choose_precision("auto", device)
+    runs: dict[str, list[float]] = {"stock encode fp32": [], f"embedtrain encode ({fast.name})": []}
+    model.encode(texts[:32], batch_size=32)  # warm-up
+    for rep in range(args.repeats):
+        for name in runs:
+            t = time.perf_counter()
+            if name.startswith("stock"):
+                model.encode(texts, batch_size=32, convert_to_numpy=True)
+            else:
+                encode_texts(model, texts, kind="plain", batch_size=32, precision=fast)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            runs[name].append(len(texts) / (time.perf_counter() - t))
+            print(f"  encode #{rep + 1} {name}: {runs[name][-1]:.1f} texts/s", flush=True)
+    table = {name: {"texts_per_s": median(v), "runs": [round(x, 2) for x in v]} for name, v in runs.items()}
+    stock, ours = (table[n]["texts_per_s"] for n in runs)
+    return {"texts": len(texts), "max_seq_length": model.max_seq_length, "configs": table, "speedup": ours / stock}
+
+
 def print_table(results: dict, args, device: str) -> None:
     print()
     print(f"| regime | run | samples/s (median of runs) | peak MiB | data % | vs stock fp32 | vs anchor |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for name, r in results.items():
-        if name == "mining":
+        if name in ("mining", "encode"):
             continue
         fp32 = r["configs"]["stock fp32"]["samples_per_s"]
         anchor = r["configs"][r["anchor"]]["samples_per_s"]
@@ -508,6 +548,14 @@ def print_table(results: dict, args, device: str) -> None:
         for run, c in r["configs"].items():
             print(f"| {run} | {c['samples_per_s']:.2f} ({', '.join(map(str, c['runs']))}) | {c['overhead_pct']:+.1f}% "
                   f"| {c['mining_seconds']:.1f} | {c['round_share_pct']:.1f}% | {c['reused']:.0f} | {c['encoded']:.0f} |")
+    if "encode" in results:
+        r = results["encode"]
+        print()
+        print(f"| encode ({r['texts']} SciFact texts, max_seq_length {r['max_seq_length']}, batch 32) | texts/s | ratio |")
+        print("|---|---:|---:|")
+        base = next(iter(r["configs"].values()))["texts_per_s"]
+        for run, c in r["configs"].items():
+            print(f"| {run} | {c['texts_per_s']:.1f} ({', '.join(map(str, c['runs']))}) | {c['texts_per_s'] / base:.2f}x |")
     print()
 
 

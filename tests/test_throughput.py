@@ -262,10 +262,52 @@ def test_throughput_benchmark_quick_runs_and_prints_the_speedup_lines(repo_root,
                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.strip().splitlines()
-    assert [line.split()[:2] for line in lines[-3:]] == [["speedup", "short_pairs"], ["speedup", "query_passage"],
-                                                         ["speedup", "gradcache"]]
-    assert all(float(line.split()[2]) > 0 for line in lines[-3:])
+    assert [line.split()[:2] for line in lines[-4:]] == [["speedup", "short_pairs"], ["speedup", "query_passage"],
+                                                         ["speedup", "gradcache"], ["speedup", "encode"]]
+    assert all(float(line.split()[2]) > 0 for line in lines[-4:])
     assert any(line.startswith("mining_overhead mining_(reuse)") for line in lines)
     results = json.loads((tmp_path / "results.json").read_text())
-    assert set(results) == {"short_pairs", "query_passage", "gradcache", "mining"}
+    assert set(results) == {"short_pairs", "query_passage", "gradcache", "mining", "encode"}
     assert results["short_pairs"]["configs"]["embedtrain"]["peak_mib"] > 0
+
+
+def test_attention_dropout_override_touches_only_attention(tiny_model_dir):
+    from embedtrain.models.resolve import load_model
+    from embedtrain.schema import SpeedConfig
+    from embedtrain.train.throughput import prepare_model
+
+    model = load_model(tiny_model_dir, device="cpu")
+    prepare_model(model, SpeedConfig(attention_dropout=0.0, bucketing=False))
+    bert = model[0].auto_model
+    assert all(layer.attention.self.dropout.p == 0.0 for layer in bert.encoder.layer)
+    assert all(layer.output.dropout.p == 0.1 for layer in bert.encoder.layer)      # hidden dropout kept
+    assert bert.config.attention_probs_dropout_prob == 0.0 and "forward" not in vars(model)
+
+
+def test_gpu_paths_choose_native_bf16_and_rare_splits(monkeypatch):
+    """The CUDA branches, exercised on a CPU-only machine with torch.cuda stubbed."""
+    import embedtrain.models.precision as precision
+    from embedtrain.train import bucketing
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake A100")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert precision.hardware_bf16("cuda") == (True, "Fake A100 has native bf16")
+    assert precision.device_type_of(None) == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert precision.hardware_bf16("cuda")[0] is False           # V100/T4: only emulated -> fp32
+
+    class Stub:
+        device = torch.device("cuda")
+
+        def __init__(self):
+            self.forward = lambda features: features
+
+        def __len__(self):
+            return 0
+
+    stub = Stub()
+    assert bucketing.install(stub)
+    lengths = np.array([200] + [10] * 63)                         # one long outlier in a short batch
+    assert len(plan_chunks(lengths, bucketing.DEFAULT_OVERHEAD_TOKENS["cuda"])) == 1
+    assert len(plan_chunks(lengths, bucketing.DEFAULT_OVERHEAD_TOKENS["cpu"])) == 2

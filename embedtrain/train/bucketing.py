@@ -33,7 +33,7 @@ from torch import Tensor
 logger = logging.getLogger(__name__)
 
 #: Fixed cost of one extra forward pass, in padded tokens, per device type (see the module docstring).
-DEFAULT_OVERHEAD_TOKENS: dict[str, int] = {"cpu": 256, "cuda": 16384, "xpu": 16384, "mps": 4096}
+DEFAULT_OVERHEAD_TOKENS: dict[str, int] = {"cpu": 256, "cuda": 65536, "xpu": 65536, "mps": 8192}
 #: Feature keys that are per-token (sliced along the sequence) or batch metadata (passed through).
 TOKEN_KEYS = frozenset({"input_ids", "attention_mask", "token_type_ids", "position_ids"})
 PASS_KEYS = frozenset({"prompt_length", "task", "dataset_name"})

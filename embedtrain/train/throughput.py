@@ -95,21 +95,27 @@ def describe_speed(recipe) -> str:
 
 
 def set_attention_dropout(model, p: float) -> int:
-    """Set the attention-probability dropout of ``model``'s transformer to ``p``; returns how many were set."""
+    """Set the attention-probability dropout of ``model``'s transformer to ``p``; returns how many places.
+
+    Covers BERT-family attention (``*.attention.self.dropout``, read as ``dropout.p`` by the sdpa path),
+    ``attn_dropout`` modules and the float ``attention_dropout`` / ``dropout_prob`` attributes of decoder
+    attention classes, plus the configs (for modules built later).
+    """
     changed = 0
-    for module in model.modules():
+    for name, module in model.named_modules():
         config = getattr(module, "config", None)
         for key in ("attention_probs_dropout_prob", "attention_dropout"):
             if config is not None and isinstance(getattr(config, key, None), float):
                 setattr(config, key, p)
-                changed += 1
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Dropout) and name.endswith(("attention.self.dropout", "attn_dropout")):
+        attention = "attn" in name or "attention" in name
+        if isinstance(module, torch.nn.Dropout) and name.endswith(("attention.self.dropout", "attn_dropout",
+                                                                   "attn.dropout")):
             module.p = p
             changed += 1
-        if hasattr(module, "dropout_prob") and "attention" in name and isinstance(module.dropout_prob, float):
-            module.dropout_prob = p  # sdpa attention classes read this attribute
-            changed += 1
+        for key in ("attention_dropout", "dropout_prob"):
+            if attention and isinstance(getattr(module, key, None), float):
+                setattr(module, key, p)
+                changed += 1
     return changed
 
 
@@ -117,7 +123,10 @@ def prepare_model(model, speed) -> None:
     """Apply ``speed`` (a :class:`~embedtrain.schema.SpeedConfig`) to the model about to be trained."""
     if speed.attention_dropout is not None:
         n = set_attention_dropout(model, speed.attention_dropout)
-        logger.info("attention dropout set to %s (%d places)", speed.attention_dropout, n)
+        if n:
+            logger.info("attention dropout set to %s (%d places)", speed.attention_dropout, n)
+        else:
+            logger.warning("speed.attention_dropout: this model's attention dropout was not found; unchanged")
     if speed.bucketing:
         bucketing.install(model, overhead_tokens=speed.bucket_overhead_tokens)
 
