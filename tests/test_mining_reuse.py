@@ -99,8 +99,8 @@ def test_reuse_makes_the_same_easy_decisions_as_re_encoding(model):
     tap_loss(reuse_table, model, loss)
     rows = [0, 1, 2, 3, 4, 5]
     _loss_call(model, loss, reuse_table, rows)      # training reads and trains on every row
-    encode_table.seen.update(rows)
-    reuse_table.seen.update(rows + [99])            # the sampler also looked at a row it did not train on
+    encode_table.record(rows)                       # what the collator notes for trained batches
+    reuse_table.record(rows)
     a, b = reuse.run_round(model, step=1), encode.run_round(model, step=1)
     assert (a.reused, a.encoded, b.reused, b.encoded) == (ROWS, 0, 0, ROWS)
     assert a.mean_current == pytest.approx(b.mean_current, abs=1e-5)
@@ -113,8 +113,10 @@ def test_reuse_makes_the_same_easy_decisions_as_re_encoding(model):
     # re-encoding scores the new negatives now; with reuse the next forward pass on those rows does
     assert np.isnan(reuse_table.initial[refreshed]).all() and np.isfinite(encode_table.initial[refreshed]).all()
     _loss_call(model, loss, reuse_table, refreshed.tolist())
-    reuse.run_round(model, step=2)
+    reuse_table.record(refreshed.tolist() + [kept[0]])  # kept[0]: trained, but the loss did not report it
+    c = reuse.run_round(model, step=2)
     np.testing.assert_allclose(reuse_table.initial[refreshed], encode_table.initial[refreshed], atol=1e-5)
+    assert (c.reused, c.encoded) == (0, 1)             # new negatives take their first score; the rest re-encodes
 
 
 def test_a_loss_that_embeds_differently_falls_back_to_re_encoding(model):
@@ -170,12 +172,15 @@ def test_first_use_needs_reuse():
         DynamicMiningConfig(initial_from="first_use", reuse_similarities=False)
 
 
-def test_the_dataset_view_carries_row_ids_only_when_asked():
-    from datasets import Dataset
+def test_the_collator_sends_row_ids_to_the_loss_only_for_tapped_tables():
+    from embedtrain.mining.table import ROW_COLUMN, ROW_TAG, collate_recording_rows
 
-    table = _table()
-    data = Dataset.from_dict({"anchor": table.anchors, "positive": [table.positive(r) for r in range(ROWS)],
-                              **{f"negative_{k + 1}": ["x"] * ROWS for k in range(NEG)}})
-    assert ROW_LABEL not in copy.deepcopy(table).wrap(data)[2]
-    view = table.wrap(data, carry_rows=True)
-    assert view[2][ROW_LABEL] == 2 and view[[1, 3]][ROW_LABEL] == [1, 3]
+    tapped, plain = _table(), copy.deepcopy(_table())
+    plain.name = "plain"
+    tapped.reports_to_loss = True
+    collator = collate_recording_rows(lambda features: {"n": len(features)}, [tapped, plain])
+    batch = collator([{ROW_COLUMN: f"{ROW_TAG}toy:{r}", "anchor": "a"} for r in (3, 1)])
+    assert batch[ROW_LABEL].tolist() == [3, 1]
+    assert ROW_LABEL not in collator([{ROW_COLUMN: f"{ROW_TAG}plain:{r}", "anchor": "a"} for r in (0, 2)])
+    collator.commit(2)
+    assert tapped.take_seen() == [1, 3] and plain.take_seen() == [0, 2]

@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,7 @@ class RowRecordingCollator:
                 rows.setdefault(name, []).append(int(row))
         self.pending.append(rows)
         batch = self.collate_fn(features)
-        if len(rows) == 1 and ROW_LABEL not in batch:
+        if len(rows) == 1 and isinstance(batch, MutableMapping) and ROW_LABEL not in batch:
             (name, batch_rows), = rows.items()
             if self.tables[name].reports_to_loss:
                 batch[ROW_LABEL] = torch.tensor(batch_rows)  # the loss's tap takes it (embedtrain.mining.reuse)
