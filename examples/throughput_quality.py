@@ -87,6 +87,7 @@ def recipe(kind: str, variant: str, seed: int, workdir: Path, train_file: Path, 
                 "training": {"num_train_epochs": 3, "per_device_train_batch_size": 32, "learning_rate": 2e-5,
                              "warmup_steps": 0.1, "save_steps": 100_000, "logging_steps": 5}}
     data["speed"] = VARIANTS[variant]
+    data["generalization"] = {"enabled": False}  # evaluated below, on the same tasks for every variant
     data["output_dir"], data["seed"] = str(out), seed
     path = workdir / f"{kind}_{variant}_s{seed}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
