@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import subprocess
 import sys
 
@@ -259,7 +260,7 @@ def test_bucketing_keeps_the_samplers_random_duplicate_free_batches(tmp_path, ti
 def test_throughput_benchmark_quick_runs_and_prints_the_speedup_lines(repo_root, tmp_path):
     out = subprocess.run([sys.executable, str(repo_root / "examples" / "throughput_benchmark.py"), "--quick",
                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600,
-                         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.strip().splitlines()
     assert [line.split()[:2] for line in lines[-4:]] == [["speedup", "short_pairs"], ["speedup", "query_passage"],
@@ -311,3 +312,44 @@ def test_gpu_paths_choose_native_bf16_and_rare_splits(monkeypatch):
     lengths = np.array([200] + [10] * 63)                         # one long outlier in a short batch
     assert len(plan_chunks(lengths, bucketing.DEFAULT_OVERHEAD_TOKENS["cuda"])) == 1
     assert len(plan_chunks(lengths, bucketing.DEFAULT_OVERHEAD_TOKENS["cpu"])) == 2
+
+
+# -- fast encoding ---------------------------------------------------------------------------------------------
+def test_eval_precision_bf16_is_labelled_and_stored_apart(tmp_path, tiny_model_dir, one_thread, monkeypatch):
+    """``--precision bf16``: scores close to fp32, under their own label and folder; fp32 stays the default."""
+    import shutil
+
+    from eval_helpers import ANIMALS, PLACES
+
+    import embedtrain.models.precision as precision
+    from embedtrain.errors import EmbedtrainError
+    from embedtrain.evaluation.runner import evaluate_checkpoint
+
+    rows = [(f"the {a} eats in the {PLACES[i % 6]}", f"the {b} sleeps", (i * 5) % 6)
+            for i, (a, b) in enumerate(zip(ANIMALS, reversed(ANIMALS)))]
+    (tmp_path / "pairs.csv").write_text("left,right,gold\n" + "".join(f"{a},{b},{s}\n" for a, b, s in rows))
+    (tmp_path / "t.yaml").write_text("tasks:\n  - name: MyPairs\n    type: sts\n    files: {test: pairs.csv}\n"
+                                     "    columns: {sentence1: left, sentence2: right, score: gold}\n")
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    kwargs = {"tasks": ["MyPairs"], "task_configs": [tmp_path / "t.yaml"], "show_progress": False}
+    exact = evaluate_checkpoint(model_dir, **kwargs)
+    fast = evaluate_checkpoint(model_dir, precision="bf16", **kwargs)
+    assert exact.output_dir == model_dir / "eval" and fast.output_dir == model_dir / "eval-bf16"
+    assert fast.summary.label == exact.summary.label + "-bf16"
+    assert fast.summary.scores["MyPairs"].value == pytest.approx(exact.summary.scores["MyPairs"].value, abs=3.0)
+    monkeypatch.setattr(precision, "hardware_bf16", lambda device_type: (False, "none"))
+    assert evaluate_checkpoint(model_dir, precision="auto", **kwargs).output_dir == model_dir / "eval"
+    with pytest.raises(EmbedtrainError, match="grids"):
+        evaluate_checkpoint(model_dir, precision="bf16", dims=[16], **kwargs)
+
+
+def test_encode_texts_in_bf16_returns_float32_unit_vectors(tiny_model_dir, one_thread):
+    from embedtrain.mining.search import encode_texts
+    from embedtrain.models.resolve import load_model
+
+    model = load_model(tiny_model_dir, device="cpu")
+    exact = encode_texts(model, TEXTS, kind="plain")
+    fast = encode_texts(model, TEXTS, kind="plain", precision=Precision("bf16", "cpu", "test"))
+    assert fast.dtype == np.float32 and np.allclose(np.linalg.norm(fast, axis=1), 1, atol=1e-3)
+    assert (fast * exact).sum(1).min() > 0.98 and not np.array_equal(fast, exact)
