@@ -18,10 +18,10 @@ from embedtrain.schema.mining import DynamicMiningConfig
 ROWS, NEG = 6, 2
 
 
-def _table() -> NegativeTable:
-    anchors = [f"question number {r} about topic {r % 3}" + " more" * r for r in range(ROWS)]
-    positives = [f"answer {r} on topic {r % 3}" for r in range(ROWS)]
-    ranked = [[f"negative {r}.{j} " + "word " * (j + r % 4) for j in range(NEG * 3)] for r in range(ROWS)]
+def _table(rows: int = ROWS) -> NegativeTable:
+    anchors = [f"question number {r} about topic {r % 3}" + " more" * r for r in range(rows)]
+    positives = [f"answer {r} on topic {r % 3}" for r in range(rows)]
+    ranked = [[f"negative {r}.{j} " + "word " * (j + r % 4) for j in range(NEG * 3)] for r in range(rows)]
     return NegativeTable("toy", anchors, positives, ranked, NEG)
 
 
@@ -103,6 +103,7 @@ def test_reuse_makes_the_same_easy_decisions_as_re_encoding(model):
     reuse_table.record(rows)
     a, b = reuse.run_round(model, step=1), encode.run_round(model, step=1)
     assert (a.reused, a.encoded, b.reused, b.encoded) == (ROWS, 0, 0, ROWS)
+    assert a.calibration == pytest.approx([0.0, 1.0], abs=1e-5) and a.calibration_rows == ROWS
     assert a.mean_current == pytest.approx(b.mean_current, abs=1e-5)
     assert 0 < a.easy < ROWS and (a.easy, a.refreshed) == (b.easy, b.refreshed)
     assert (reuse_table.current_ids == encode_table.current_ids).all()   # the same rows got the same negatives
@@ -117,6 +118,25 @@ def test_reuse_makes_the_same_easy_decisions_as_re_encoding(model):
     c = reuse.run_round(model, step=2)
     np.testing.assert_allclose(reuse_table.initial[refreshed], encode_table.initial[refreshed], atol=1e-5)
     assert (c.reused, c.encoded) == (0, 1)             # new negatives take their first score; the rest re-encodes
+
+
+def test_calibration_maps_training_mode_scores_onto_the_re_encoded_scale(model):
+    """Dropout lowers training-mode cosines; the per-round line fit undoes such a shift before deciding."""
+    cfg = DynamicMiningConfig(every_steps=1, easy_ratio=1.15, reuse_calibration_rows=8)
+    table = _table(rows=12)
+    miner = DynamicMiner(table, cfg, scorer_factory=lambda m: ModelScorer(m, table))
+    rows = list(range(12))
+    true = ModelScorer(model, table)(rows)
+    table.initial[:] = true                          # as if mined with this model (initial_from: file)
+    table.capture(rows, 0.9 * true - 0.05)           # a systematic training-mode shift: 10-20% lower
+    table.record(rows)
+    report = miner.run_round(model, step=1)
+    assert report.calibration == pytest.approx([0.05 / 0.9, 1 / 0.9], rel=1e-3) and report.calibration_rows == 8
+    assert report.easy == 0 and report.encoded == 0
+    from embedtrain.mining.dynamic import is_easy
+
+    assert sum(is_easy(0.9 * t - 0.05, t, cfg) for t in true) > 0   # ...which uncorrected would flag rows
+    np.testing.assert_allclose(table.current, true, atol=1e-5)
 
 
 def test_a_loss_that_embeds_differently_falls_back_to_re_encoding(model):

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +171,10 @@ class RoundReport:
     #: Rows whose score came from the loss's forward pass / from re-encoding.
     reused: int = 0
     encoded: int = 0
+    #: ``[a, b]``: the loss's scores were used as ``a + b * score`` (``[0, 1]``: as they are), fitted on
+    #: ``calibration_rows`` re-encoded rows.
+    calibration: list = field(default_factory=lambda: [0.0, 1.0])
+    calibration_rows: int = 0
 
 
 class DynamicMiner:
@@ -244,6 +248,25 @@ class DynamicMiner:
             merged.update(part)
         return merged
 
+    def calibrate(self, model, captured: dict[int, float], step: int) -> tuple[float, float]:
+        """``(a, b)`` mapping the loss's training-mode scores onto the scale of ``initial`` (``a + b * score``).
+
+        Only when ``initial`` comes from re-encoding (``initial_from: model`` / ``file``): a sample of
+        ``reuse_calibration_rows`` reported rows is re-encoded and a least-squares line fitted (with fewer than
+        8 rows, or no spread, only the mean shift). Identical on every rank.
+        """
+        k = min(self.config.reuse_calibration_rows, len(captured))
+        if k == 0 or self.config.initial_from == "first_use":
+            return 0.0, 1.0
+        rng = np.random.default_rng([self.seed, step, 1])
+        sample = sorted(int(r) for r in rng.choice(sorted(captured), k, replace=False))
+        encoded = self._score(model, sample)
+        reported = np.array([captured[r] for r in sample])
+        if k >= 8 and reported.std() > 1e-6:
+            b, a = np.polyfit(reported, encoded, 1)
+            return float(a), float(b)
+        return float(encoded.mean() - reported.mean()), 1.0
+
     def round_rows(self, step: int, captured: Sequence[int] = ()) -> list[int]:
         """Rows to re-score this round, identical on every rank.
 
@@ -265,6 +288,8 @@ class DynamicMiner:
         t = time.perf_counter()
         table, cfg = self.table, self.config
         captured = self.captured_scores() if cfg.reuse_similarities else {}
+        calibration = self.calibrate(model, captured, step)
+        captured = {r: calibration[0] + calibration[1] * v for r, v in captured.items()}
         # negatives put in place without a score (a refresh, or initial_from: first_use) take the loss's first one
         first = [r for r in sorted(captured) if not np.isfinite(table.initial[r])]
         table.initial[first] = table.current[first] = [captured[r] for r in first]
@@ -296,6 +321,8 @@ class DynamicMiner:
         report = RoundReport(
             step=step, dataset=table.name, rescored=len(rows), easy=len(easy), refreshed=len(refreshed),
             exhausted=len(easy) - len(refreshed), reused=len(rows) - len(need), encoded=len(need),
+            calibration=[round(calibration[0], 6), round(calibration[1], 6)],
+            calibration_rows=min(cfg.reuse_calibration_rows, len(captured)) if cfg.initial_from != "first_use" else 0,
             mean_current=round(float(np.mean(scores)), 6) if len(rows) else float("nan"),
             mean_initial=round(_nanmean(initial_before), 6),
             seconds=round(time.perf_counter() - t, 3))
