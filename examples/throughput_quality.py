@@ -101,6 +101,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[42])
     p.add_argument("--kinds", nargs="+", default=["quickstart", "retrieval"])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--quickstart-variants", nargs="+", default=None, choices=list(VARIANTS),
+                   help="Variants of the quickstart recipe (default: --variants).")
     args = p.parse_args()
 
     from embedtrain.api import train
@@ -114,7 +116,8 @@ def main() -> None:
     for kind in args.kinds:
         tasks = STS if kind == "quickstart" else ["SciFactHeldOut", *STS]
         for seed in args.seeds:
-            for variant in args.variants:  # interleaved, so machine load hits every variant alike
+            variants = args.quickstart_variants if kind == "quickstart" and args.quickstart_variants else args.variants
+            for variant in variants:  # interleaved, so machine load hits every variant alike
                 key = f"{kind}/{variant}/s{seed}"
                 if key in results:
                     continue
