@@ -82,15 +82,18 @@ def evaluate(checkpoint: str | Path, *, tasks: Sequence[str] | None = None, data
              task_configs: Sequence[str | Path] = (), output: str | Path | None = None, batch_size: int = 64,
              dims: Sequence[int] | None = None, layers: Sequence[int] | None = None, online: bool = False,
              reuse: bool = False, show_progress: bool = True, device: str | None = None,
-             trust_remote_code: bool = False) -> EvalReport:
-    """Offline MTEB evaluation of a checkpoint (see :func:`embedtrain.evaluation.runner.evaluate_checkpoint`)."""
+             trust_remote_code: bool = False, precision: str = "fp32") -> EvalReport:
+    """Offline MTEB evaluation of a checkpoint (see :func:`embedtrain.evaluation.runner.evaluate_checkpoint`).
+
+    ``precision="auto"`` or ``"bf16"`` encodes in bf16 autocast (faster; labelled and stored apart from the
+    exact fp32 scores, which stay the default)."""
     from embedtrain.evaluation.runner import evaluate_checkpoint
     from embedtrain.evaluation.tasks import split_task_names
 
     return evaluate_checkpoint(checkpoint, tasks=split_task_names(tasks) or None, data_dir=data_dir,
                                task_configs=task_configs, output=output, batch_size=batch_size, dims=dims,
                                layers=layers, online=online, reuse=reuse, show_progress=show_progress, device=device,
-                               trust_remote_code=trust_remote_code)
+                               trust_remote_code=trust_remote_code, precision=precision)
 
 
 def compare(paths: Sequence[str | Path], *, trained_on: Sequence[str] | None = None,

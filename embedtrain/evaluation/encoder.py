@@ -17,6 +17,7 @@ For plain checkpoints that scope does nothing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import warnings
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 from mteb.models import SentenceTransformerEncoderWrapper
 
 from embedtrain.adapters.mteb_map import mteb_task_scope
+from embedtrain.models.precision import Precision
 
 
 def _texts_key(texts: list[str]) -> str:
@@ -45,18 +47,21 @@ class CachingEncoder(SentenceTransformerEncoderWrapper):
       the wrapped model itself must not truncate.
     """
 
-    def __init__(self, model, *, dim: int | None = None, cache: dict[tuple, Any] | None = None) -> None:
+    def __init__(self, model, *, dim: int | None = None, cache: dict[tuple, Any] | None = None,
+                 precision: Precision | None = None) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             super().__init__(model)
         self.dim = dim
         self.cache = cache
+        self.precision = precision
 
     def encode(self, inputs, *, task_metadata, hf_split: str, hf_subset: str, prompt_type=None, **kwargs):
         call = {"task_metadata": task_metadata, "hf_split": hf_split, "hf_subset": hf_subset,
                 "prompt_type": prompt_type, **kwargs}
         features = getattr(inputs.dataset, "features", None) or {}
-        with mteb_task_scope(self.model, task_metadata):  # task-adapter models: the adapter of this task type
+        autocast = self.precision.context() if self.precision is not None else contextlib.nullcontext()
+        with mteb_task_scope(self.model, task_metadata), autocast:  # task adapters: the adapter of this task type
             if set(features) & {"image", "audio", "video"}:
                 embeddings = super().encode(inputs, **call)
             else:
@@ -67,6 +72,8 @@ class CachingEncoder(SentenceTransformerEncoderWrapper):
                     embeddings = self._encode_distinct(texts, inputs, call)
                     if self.cache is not None:
                         self.cache[key] = embeddings
+        if self.precision is not None and self.precision.autocast:
+            embeddings = _as_float32(embeddings)
         return embeddings[:, : self.dim] if self.dim is not None else embeddings
 
     def _encode_distinct(self, texts: list[str], inputs, call: dict[str, Any]):
@@ -81,17 +88,31 @@ class CachingEncoder(SentenceTransformerEncoderWrapper):
         return super().encode(loader, **call)[[position[t] for t in texts]]
 
 
+def _as_float32(embeddings):
+    import numpy as np
+
+    if hasattr(embeddings, "float") and not isinstance(embeddings, np.ndarray):  # a torch tensor
+        return embeddings.float()
+    return np.asarray(embeddings, dtype=np.float32)
+
+
 def make_encoder(model, *, label: str, fingerprint: str, layers: int | None = None, dim: int | None = None,
-                 cache: dict[tuple, Any] | None = None) -> CachingEncoder:
+                 cache: dict[tuple, Any] | None = None, precision: Precision | None = None) -> CachingEncoder:
     """Wrap ``model`` for mteb under the name ``embedtrain/<label>``, revision ``fingerprint``.
 
     ``layers``/``dim`` describe a truncated variant (``model`` must already have ``layers`` layers; the
     embeddings are sliced to ``dim``); they become mteb experiment parameters, so each variant's results
-    get their own folder.
+    get their own folder. A bf16 ``precision`` (fast, approximate encoding) is one too, so its results
+    never stand in for the exact float32 ones.
     """
     full_dim = model.get_embedding_dimension()
-    encoder = CachingEncoder(model, dim=dim if dim is not None and dim != full_dim else None, cache=cache)
-    experiment = {k: v for k, v in (("layers", layers), ("dim", dim)) if v is not None} or None
+    precision = precision if precision is not None and precision.autocast else None
+    encoder = CachingEncoder(model, dim=dim if dim is not None and dim != full_dim else None, cache=cache,
+                             precision=precision)
+    experiment = {k: v for k, v in (("layers", layers), ("dim", dim)) if v is not None}
+    if precision is not None:
+        experiment["precision"] = precision.name
+    experiment = experiment or None
     encoder.mteb_model_meta = encoder.mteb_model_meta.model_copy(update={
         "name": f"embedtrain/{label}",
         "revision": fingerprint,

@@ -48,12 +48,14 @@ def evaluate_checkpoint(checkpoint: str | Path, *, tasks: Sequence[str] | None =
                         dims: Sequence[int] | None = None, layers: Sequence[int] | None = None,
                         online: bool = False, reuse: bool = False, show_progress: bool = True,
                         device: str | None = None, resolved_tasks: Sequence | None = None,
-                        trust_remote_code: bool = False) -> EvalReport:
+                        trust_remote_code: bool = False, precision: str = "fp32") -> EvalReport:
     """Evaluate ``checkpoint`` (a local folder or packaged short name) and write its results.
 
     ``tasks`` are names (default: the five STS tasks); ``resolved_tasks`` may instead pass task objects
     already built by :func:`~embedtrain.evaluation.tasks.resolve_tasks`. ``dims``/``layers`` add a
     Matryoshka grid of truncated variants (table, JSON and heatmap PNG next to the summary).
+    ``precision`` is ``fp32`` (exact, the default: published scores reproduce), ``bf16`` or ``auto`` (bf16
+    autocast where the hardware has it: faster encoding, scores within a few hundredths; docs/throughput.md).
     """
     offline_env(online)
     from embedtrain.evaluation.tasks import resolve_tasks
@@ -63,8 +65,18 @@ def evaluate_checkpoint(checkpoint: str | Path, *, tasks: Sequence[str] | None =
         tasks, data_dir=data_dir, task_configs=task_configs, online=online)
     model_dir = resolve_model_path(checkpoint)
     fingerprint = weights_fingerprint(model_dir)
+    from embedtrain.models.precision import choose_precision
+
+    fast = choose_precision(precision, device)  # type: ignore[arg-type]
     label = model_label(checkpoint, model_dir)
     output_dir = Path(output).expanduser() if output is not None else default_output_dir(model_dir, label)
+    if fast.autocast and (dims or layers):
+        from embedtrain.errors import EmbedtrainError
+
+        raise EmbedtrainError("--dims/--layers grids are evaluated in exact fp32 only; drop --precision")
+    if fast.autocast:  # approximate scores: their own label and folder, never mistaken for the exact ones
+        label = f"{label}-{fast.name}"
+        output_dir = output_dir if output is not None else output_dir.with_name(f"{output_dir.name}-{fast.name}")
     grid_spec = None
     for task in task_objs:  # read (and so check) every task's data before any result is written
         task.load_data()
@@ -77,7 +89,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, tasks: Sequence[str] | None =
     from embedtrain.evaluation.encoder import make_encoder
 
     cache: dict[tuple, Any] = {}
-    encoder = make_encoder(model, label=label, fingerprint=fingerprint, cache=cache)
+    encoder = make_encoder(model, label=label, fingerprint=fingerprint, cache=cache, precision=fast)
     logger.info("evaluating %s (weights %s) on %s -> %s", label, fingerprint,
                 ", ".join(t.metadata.name for t in task_objs), output_dir)
     created = not output_dir.exists()

@@ -16,6 +16,7 @@ from transformers import TrainerCallback
 
 from embedtrain.mining.dynamic import DynamicMiner, DynamicMiningCallback, ModelScorer, Retriever
 from embedtrain.mining.offline import read_corpus
+from embedtrain.mining.reuse import tap_loss
 from embedtrain.mining.table import NegativeTable, collate_recording_rows
 from embedtrain.schema.mining import DynamicMiningConfig
 
@@ -99,15 +100,29 @@ def build_miners(recipe, prepared: list) -> list[tuple]:
 
 
 def attach_dynamic_mining(miners: list[tuple], train_datasets: dict, resume_from: Path | None,
-                          ) -> list[TrainerCallback]:
-    """Swap in table-backed datasets for the mined datasets; return the callback (or nothing)."""
+                          model=None, losses: dict | None = None, precision=None) -> list[TrainerCallback]:
+    """Swap in table-backed datasets for the mined datasets; return the callback (or nothing).
+
+    With the ``model`` and the built ``losses`` (dataset name -> loss), datasets with
+    ``reuse_similarities`` get their scores from the loss's forward pass (:mod:`embedtrain.mining.reuse`).
+    ``precision`` (the run's :class:`~embedtrain.models.precision.Precision`) is used for re-encoding.
+    """
     if not miners:
         return []
     for p, miner in miners:
         table = miner.table
+        miner.precision = precision
+        loss = (losses or {}).get(p.config.name)
+        reuse = miner.config.reuse_similarities and model is not None and loss is not None
+        if reuse:
+            tap_loss(table, model, loss)
+            table.reports_to_loss = True  # the collator sends the batch's rows to the loss (RowRecordingCollator)
+        elif miner.config.initial_from == "first_use":
+            raise ValueError(f"dataset '{table.name}': initial_from: first_use needs the loss to report its scores")
         train_datasets[p.config.name] = table.wrap(p.dataset)
-        logger.info("dynamic mining [%s]: %d rows, %d negatives each, source %s, every %d steps", table.name,
-                    len(table), table.num_negatives, miner.config.source, miner.config.every_steps)
+        logger.info("dynamic mining [%s]: %d rows, %d negatives each, source %s, every %d steps, scores %s",
+                    table.name, len(table), table.num_negatives, miner.config.source, miner.config.every_steps,
+                    "from the loss's forward pass" if reuse else "re-encoded")
     only = [miner for _, miner in miners]
     if resume_from is not None:
         DynamicMiningCallback.restore(only, resume_from)

@@ -17,10 +17,11 @@ negatives' score becomes the example's new ``initial``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from embedtrain.mining.collective import Collective, current_collective, sharded
 from embedtrain.mining.filtering import select_negatives
 from embedtrain.mining.search import encode_texts, top_k
 from embedtrain.mining.table import NegativeTable
+from embedtrain.models.precision import Precision
 from embedtrain.schema.mining import DynamicMiningConfig
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,11 @@ def is_easy(current: float, initial: float, config: DynamicMiningConfig) -> bool
     if not (np.isfinite(current) and np.isfinite(initial)):
         return False
     return current < initial / config.easy_ratio and abs(current) < config.easy_abs
+
+
+def _nanmean(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if len(finite) else float("nan")
 
 
 class _TrainingMode:
@@ -184,6 +191,13 @@ class RoundReport:
     mean_current: float
     mean_initial: float
     seconds: float
+    #: Rows whose score came from the loss's forward pass / from re-encoding.
+    reused: int = 0
+    encoded: int = 0
+    #: ``[a, b]``: the loss's scores were used as ``a + b * score`` (``[0, 1]``: as they are), fitted on
+    #: ``calibration_rows`` re-encoded rows.
+    calibration: list = field(default_factory=lambda: [0.0, 1.0])
+    calibration_rows: int = 0
 
 
 class DynamicMiner:
@@ -207,6 +221,8 @@ class DynamicMiner:
         self.seed = seed
         self.file_scores = file_scores  # initial scores read from the data (initial_from: file)
         self.restored = False
+        #: Precision of the re-encoding (the training run's; None: as the model is).
+        self.precision: Precision | None = None
 
     @property
     def collective(self) -> Collective:
@@ -215,14 +231,25 @@ class DynamicMiner:
             self._collective = current_collective()
         return self._collective
 
+    def _encoding(self):
+        return self.precision.context() if self.precision is not None else contextlib.nullcontext()
+
     def _score(self, model, rows: list[int]) -> np.ndarray:
         scorer = self.scorer_factory(model)
-        return np.asarray(sharded_map(self.collective, rows, lambda rs: list(scorer(rs))), dtype=np.float64)
+        with self._encoding():
+            return np.asarray(sharded_map(self.collective, rows, lambda rs: list(scorer(rs))), dtype=np.float64)
 
     def initialize(self, model, file_scores: np.ndarray | None = None) -> None:
         """Set every row's ``initial`` score: the model's scores of its starting negatives, or ``file_scores``."""
         t = time.perf_counter()
         rows = list(range(len(self.table)))
+        if self.config.initial_from == "first_use" and file_scores is None:
+            self.table.initial[:] = np.nan
+            self.table.current[:] = np.nan
+            self.table.take_seen()
+            logger.info("dynamic mining [%s]: each row's initial score is the loss's the first time it trains on "
+                        "the row (initial_from: first_use)", self.table.name)
+            return
         if file_scores is not None:
             if len(file_scores) != len(rows):
                 raise ValueError(f"file_scores has {len(file_scores)} entries for {len(rows)} rows")
@@ -237,13 +264,43 @@ class DynamicMiner:
                     "from the mined file" if file_scores is not None else "scored with the model",
                     time.perf_counter() - t)
 
-    def round_rows(self, step: int) -> list[int]:
-        """Rows to re-score this round, identical on every rank."""
+    def captured_scores(self) -> dict[int, float]:
+        """Scores the loss reported since the last round, from every rank (identical on every rank)."""
+        merged: dict[int, float] = {}
+        for part in self.collective.all_gather_object(self.table.take_captured()):
+            merged.update(part)
+        return merged
+
+    def calibrate(self, model, captured: dict[int, float], step: int) -> tuple[float, float]:
+        """``(a, b)`` mapping the loss's training-mode scores onto the scale of ``initial`` (``a + b * score``).
+
+        Only when ``initial`` comes from re-encoding (``initial_from: model`` / ``file``): a sample of
+        ``reuse_calibration_rows`` reported rows is re-encoded and a least-squares line fitted (with fewer than
+        8 rows, or no spread, only the mean shift). Identical on every rank.
+        """
+        k = min(self.config.reuse_calibration_rows, len(captured))
+        if k == 0 or self.config.initial_from == "first_use":
+            return 0.0, 1.0
+        rng = np.random.default_rng([self.seed, step, 1])
+        sample = sorted(int(r) for r in rng.choice(sorted(captured), k, replace=False))
+        encoded = self._score(model, sample)
+        reported = np.array([captured[r] for r in sample])
+        if k >= 8 and reported.std() > 1e-6:
+            b, a = np.polyfit(reported, encoded, 1)
+            return float(a), float(b)
+        return float(encoded.mean() - reported.mean()), 1.0
+
+    def round_rows(self, step: int, captured: Sequence[int] = ()) -> list[int]:
+        """Rows to re-score this round, identical on every rank.
+
+        ``scope: seen``: the rows trained on since the last round (every rank's), plus ``captured`` (rows the
+        loss reported scores for, already gathered).
+        """
         if self.config.scope == "all":
             rows = list(range(len(self.table)))
         else:
             local = self.table.take_seen()
-            rows = sorted(set().union(*map(set, self.collective.all_gather_object(local))))
+            rows = sorted(set(captured).union(*map(set, self.collective.all_gather_object(local))))
         if self.config.max_rescore is not None and len(rows) > self.config.max_rescore:
             rng = np.random.default_rng([self.seed, step])
             rows = sorted(int(r) for r in rng.choice(rows, self.config.max_rescore, replace=False))
@@ -253,8 +310,17 @@ class DynamicMiner:
         """Re-score, find easy rows, refresh them; returns the report (same on every rank)."""
         t = time.perf_counter()
         table, cfg = self.table, self.config
-        rows = self.round_rows(step)
-        scores = self._score(model, rows)
+        captured = self.captured_scores() if cfg.reuse_similarities else {}
+        calibration = self.calibrate(model, captured, step)
+        captured = {r: calibration[0] + calibration[1] * v for r, v in captured.items()}
+        # negatives put in place without a score (a refresh, or initial_from: first_use) take the loss's first one
+        first = [r for r in sorted(captured) if not np.isfinite(table.initial[r])]
+        table.initial[first] = table.current[first] = [captured[r] for r in first]
+        skip = set(first)
+        rows = [r for r in self.round_rows(step, captured=sorted(captured)) if r not in skip]
+        need = [r for r in rows if r not in captured]
+        encoded = dict(zip(need, self._score(model, need))) if need else {}
+        scores = np.array([captured[r] if r in captured else encoded[r] for r in rows], dtype=np.float64)
         table.current[rows] = scores
         initial_before = table.initial[rows].copy()  # the report compares with these, not the refreshed ones
         easy = [r for r, s in zip(rows, scores) if is_easy(s, table.initial[r], cfg)]
@@ -262,24 +328,32 @@ class DynamicMiner:
         if cfg.source == "candidates":
             refreshed = [r for r in easy if table.advance(r)]
         elif easy:
-            for r, ids in zip(easy, self.retriever(model, easy, self.collective)):
+            with self._encoding():
+                fresh = self.retriever(model, easy, self.collective)
+            for r, ids in zip(easy, fresh):
                 if ids is not None:
                     table.replace(r, ids)
                     refreshed.append(r)
-        if refreshed:
+        if refreshed and captured:  # the loss reports scores: the next forward on these rows sets 'initial'
+            table.initial[refreshed] = np.nan
+            table.current[refreshed] = np.nan
+        elif refreshed:
             new = self._score(model, refreshed)
             table.initial[refreshed] = new
             table.current[refreshed] = new
         report = RoundReport(
             step=step, dataset=table.name, rescored=len(rows), easy=len(easy), refreshed=len(refreshed),
-            exhausted=len(easy) - len(refreshed),
+            exhausted=len(easy) - len(refreshed), reused=len(rows) - len(need), encoded=len(need),
+            calibration=[round(calibration[0], 6), round(calibration[1], 6)],
+            calibration_rows=min(cfg.reuse_calibration_rows, len(captured)) if cfg.initial_from != "first_use" else 0,
             mean_current=round(float(np.mean(scores)), 6) if len(rows) else float("nan"),
-            mean_initial=round(float(np.nanmean(initial_before)), 6) if len(rows) else float("nan"),
+            mean_initial=round(_nanmean(initial_before), 6),
             seconds=round(time.perf_counter() - t, 3))
         table.history.append(asdict(report))
-        logger.info("dynamic mining [%s] step %d: re-scored %d rows, %d easy, refreshed %d, %d out of candidates "
-                    "(mean cosine %.4f, initial %.4f, %.1fs)", table.name, step, report.rescored, report.easy,
-                    report.refreshed, report.exhausted, report.mean_current, report.mean_initial, report.seconds)
+        logger.info("dynamic mining [%s] step %d: re-scored %d rows (%d from the loss, %d encoded), %d easy, "
+                    "refreshed %d, %d out of candidates (mean cosine %.4f, initial %.4f, %.1fs)", table.name, step,
+                    report.rescored, report.reused, report.encoded, report.easy, report.refreshed, report.exhausted,
+                    report.mean_current, report.mean_initial, report.seconds)
         return report
 
 

@@ -51,17 +51,18 @@ def fingerprint(*parts: Any, hashes: np.ndarray) -> str:
 
 def encode_to_file(model, texts: Callable[[int, int], list[str]], n: int, path: Path, *, kind: str,
                    prompt: str | None, batch_size: int, collective: Collective, encode_fn: Callable | None = None,
-                   advance: Callable[[int], None] | None = None) -> tuple[np.ndarray, bool]:
+                   advance: Callable[[int], None] | None = None, precision=None) -> tuple[np.ndarray, bool]:
     """Embeddings of the ``n`` texts (``texts(start, end)`` gives a slice) in ``path``, memory-mapped read-only.
 
     Returns ``(embeddings, reused)``; ``reused`` is True when a complete file was already there. ``encode_fn``
     (``(model, texts, kind, prompt, batch_size) -> array``) defaults to
-    :func:`embedtrain.mining.search.encode_texts`.
+    :func:`embedtrain.mining.search.encode_texts`, in ``precision`` (:mod:`embedtrain.models.precision`; None:
+    the model as it is).
     """
     from embedtrain.mining.search import encode_texts
 
     encode = encode_fn or (lambda m, t, k, p, b: encode_texts(m, t, kind=k, prompt=p, batch_size=b,
-                                                             chunk_size=len(t) or 1))
+                                                             chunk_size=len(t) or 1, precision=precision))
     meta_path = path.with_suffix(".json")
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())

@@ -46,6 +46,7 @@ from embedtrain.mining.output import OUTPUT_SUFFIXES, FileSink, MemorySink, merg
 from embedtrain.mining.rescore import Rescorer, cross_encoder_rescorer
 from embedtrain.mining.results import MiningResult, MiningStats, log_stats
 from embedtrain.mining.search import top_k
+from embedtrain.models.precision import choose_precision
 from embedtrain.schema.mining import OfflineMiningConfig
 
 logger = logging.getLogger(__name__)
@@ -232,7 +233,8 @@ def mine(config: OfflineMiningConfig, *, model=None, rescorer: Rescorer | None =
     stats.processes, stats.index = collective.world_size, config.index
     t_start = time.perf_counter()  # mining time: after reading data and loading the model
     try:
-        model_key = (model_fingerprint(_resolved_model(config)), config.max_seq_length)
+        precision = choose_precision(config.precision, str(model.device))
+        model_key = (model_fingerprint(_resolved_model(config)), config.max_seq_length, precision.name)
         t = time.perf_counter()
         corpus_key = fingerprint(*model_key, "document", config.passage_prompt, hashes=layout.corpus_hashes)
         corpus_file = work / f"corpus-{corpus_key}.f32"
@@ -240,7 +242,7 @@ def mine(config: OfflineMiningConfig, *, model=None, rescorer: Rescorer | None =
             corpus_emb, reused_c = encode_to_file(model, texts.corpus_range, layout.corpus_size, corpus_file,
                                                   kind="document", prompt=config.passage_prompt,
                                                   batch_size=config.batch_size, collective=collective,
-                                                  advance=advance)
+                                                  advance=advance, precision=precision)
         stats.encode_corpus_s = time.perf_counter() - t
         t = time.perf_counter()
         query_key = fingerprint(*model_key, "query", config.query_prompt, hashes=layout.query_hashes)
@@ -249,7 +251,7 @@ def mine(config: OfflineMiningConfig, *, model=None, rescorer: Rescorer | None =
             query_emb, reused_q = encode_to_file(model, texts.queries_range, layout.num_queries, query_file,
                                                  kind="query", prompt=config.query_prompt,
                                                  batch_size=config.batch_size, collective=collective,
-                                                 advance=advance)
+                                                 advance=advance, precision=precision)
         stats.encode_queries_s = time.perf_counter() - t
         stats.embeddings_reused = bool(reused_c and reused_q)
 
@@ -458,7 +460,8 @@ def _mine_with_st(config: OfflineMiningConfig, model, rescorer) -> MiningResult:
 
         model = load_model(config.model, device=config.device, max_seq_length=config.max_seq_length,
                            trust_remote_code=config.trust_remote_code)
-    return mine_with_sentence_transformers(config, model, anchors, positives, documents, time.perf_counter())
+    with choose_precision(config.precision, str(model.device)).context():
+        return mine_with_sentence_transformers(config, model, anchors, positives, documents, time.perf_counter())
 
 
 # -- files ----------------------------------------------------------------------------------------------------

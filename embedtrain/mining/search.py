@@ -8,30 +8,38 @@ merging running top-k lists, or with a flat faiss inner-product index.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
+from embedtrain.models.precision import Precision
+
 Advance = Callable[[int], None]
 
 
 def encode_texts(model, texts: Sequence[str], *, kind: str = "document", prompt: str | None = None,
-                 batch_size: int = 64, chunk_size: int = 2048, advance: Advance | None = None) -> np.ndarray:
+                 batch_size: int = 64, chunk_size: int = 2048, advance: Advance | None = None,
+                 precision: Precision | None = None) -> np.ndarray:
     """Unit-normalised float32 embeddings of ``texts``, shape ``(len(texts), dim)``.
 
     ``kind`` is ``"query"`` or ``"document"``: with ``prompt=None`` the model's own ``query`` /
     ``document`` prompt applies (``encode_query`` / ``encode_document``); a string ``prompt`` is
     prepended instead. ``kind="plain"`` uses ``encode`` and only ``prompt`` (as the trainer does
-    with per-column prompts). ``advance(n)`` is called after each chunk of ``n`` texts.
+    with per-column prompts). ``advance(n)`` is called after each chunk of ``n`` texts. ``precision``
+    (:func:`embedtrain.models.precision.choose_precision`) runs the model in bf16 autocast; None or fp32
+    encodes exactly as the model is.
     """
     encode = getattr(model, {"query": "encode_query", "document": "encode_document", "plain": "encode"}[kind])
+    context = precision.context if precision is not None else contextlib.nullcontext
     chunks = []
     for start in range(0, len(texts), chunk_size):
         part = list(texts[start:start + chunk_size])
-        emb = encode(part, prompt=prompt, batch_size=batch_size, normalize_embeddings=True,
-                     convert_to_numpy=True, show_progress_bar=False)
+        with context():
+            emb = encode(part, prompt=prompt, batch_size=batch_size, normalize_embeddings=True,
+                         convert_to_numpy=True, show_progress_bar=False)
         chunks.append(np.asarray(emb, dtype=np.float32))
         if advance is not None:
             advance(len(part))

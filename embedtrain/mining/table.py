@@ -28,11 +28,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from embedtrain.errors import CheckpointError
 
@@ -48,7 +49,10 @@ class RowRecordingCollator:
     Dataloaders fetch ahead (accelerate collates the next batch before the current one trains), so a batch's
     rows are only *pending* when collated; :meth:`commit` moves the oldest batches to their tables' ``seen``
     once they have trained (the dynamic-mining callback commits ``gradient_accumulation_steps`` batches per
-    optimizer step). Every other attribute is the wrapped collator's (trainers read settings from it).
+    optimizer step). For a table whose loss reports its own similarities (``reports_to_loss``), the batch's row
+    indices also travel to the loss as its ``label`` tensor (sentence-transformers passes it as ``labels``;
+    :class:`embedtrain.mining.reuse.LossTap` takes it out again). Every other attribute is the wrapped
+    collator's (trainers read settings from it).
     """
 
     def __init__(self, collate_fn, tables: Sequence[NegativeTable]) -> None:
@@ -64,7 +68,12 @@ class RowRecordingCollator:
                 name, _, row = tag[len(ROW_TAG):].rpartition(":")
                 rows.setdefault(name, []).append(int(row))
         self.pending.append(rows)
-        return self.collate_fn(features)
+        batch = self.collate_fn(features)
+        if len(rows) == 1 and isinstance(batch, MutableMapping) and ROW_LABEL not in batch:
+            (name, batch_rows), = rows.items()
+            if self.tables[name].reports_to_loss:
+                batch[ROW_LABEL] = torch.tensor(batch_rows)  # the loss's tap takes it (embedtrain.mining.reuse)
+        return batch
 
     def commit(self, batches: int = 1) -> None:
         """The oldest ``batches`` collated batches have trained: record their rows."""
@@ -79,6 +88,10 @@ class RowRecordingCollator:
 def collate_recording_rows(collate_fn, tables: Sequence[NegativeTable]) -> RowRecordingCollator:
     """``collate_fn`` wrapped to record the table rows of every batch (see :class:`RowRecordingCollator`)."""
     return RowRecordingCollator(collate_fn, tables)
+
+
+#: The batch key the row indices travel to the loss in (sentence-transformers passes ``label`` as ``labels``).
+ROW_LABEL = "label"
 
 
 class NegativeTable:
@@ -109,6 +122,11 @@ class NegativeTable:
         self.history: list[dict[str, Any]] = []
         self.seen: set[int] = set()
         self.restored_seen: set[int] = set()
+        #: Mean anchor-negative cosines the loss computed for rows it trained on since the last round
+        #: (this process only; :mod:`embedtrain.mining.reuse`), row -> score.
+        self.captured: dict[int, float] = {}
+        #: Whether the collator sends this table's row indices to the loss (set when its loss is tapped).
+        self.reports_to_loss = False
         self._fingerprint: str | None = None
 
     # -- texts -------------------------------------------------------------------------------
@@ -153,6 +171,16 @@ class NegativeTable:
     def record(self, rows: Sequence[int]) -> None:
         """Note ``rows`` as trained on (what the collator does for every training batch)."""
         self.seen.update(int(r) for r in rows)
+
+    def capture(self, rows: Sequence[int], scores: Sequence[float]) -> None:
+        """Record the loss's own anchor-negative scores of ``rows`` (the latest one of a row wins)."""
+        for r, value in zip(rows, scores):
+            self.captured[int(r)] = float(value)
+
+    def take_captured(self) -> dict[int, float]:
+        """Scores captured since the last call; clears the record."""
+        captured, self.captured = self.captured, {}
+        return captured
 
     def take_seen(self) -> list[int]:
         """Rows trained on since the last call, sorted; clears the record."""

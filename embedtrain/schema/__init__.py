@@ -27,12 +27,13 @@ from embedtrain.schema.recipe import (
     load_recipe,
 )
 from embedtrain.schema.smae import SmaeConfig
+from embedtrain.schema.speed import SpeedConfig
 from embedtrain.schema.tasks import LoraSpec, TaskConfig
 
 __all__ = [
     "RECIPE_CLASSES", "ContrastiveRecipe", "DataFormat", "DatasetConfig", "DatasetMiningConfig",
     "DynamicMiningConfig", "EvalConfig", "EvaluatorConfig", "FileType", "LocalTaskSpec", "LocatedModel",
     "LoraSpec", "LossConfig", "ModelConfig", "NegativeFilter", "OfflineMiningConfig", "PromptsConfig", "Recipe",
-    "RecipeBase", "SmaeConfig", "SmaeRecipe", "StrictModel", "TaskConfig", "TaskConfigFile", "TaskRecipe",
+    "RecipeBase", "SmaeConfig", "SmaeRecipe", "SpeedConfig", "StrictModel", "TaskConfig", "TaskConfigFile", "TaskRecipe",
     "TextDatasetConfig", "load_config_file", "load_recipe", "parse_overrides",
 ]

@@ -39,6 +39,7 @@ from embedtrain.schema.evaluation import EvalConfig, GeneralizationConfig
 from embedtrain.schema.loss import LossConfig
 from embedtrain.schema.model import ModelConfig
 from embedtrain.schema.smae import SmaeConfig
+from embedtrain.schema.speed import SpeedConfig
 from embedtrain.schema.tasks import TaskList
 
 #: Keys that belong at the top level of a recipe, never under ``training:``.
@@ -110,6 +111,8 @@ class ContrastiveRecipe(RecipeBase):
     #: Temperature sampling over datasets: dataset i gives a share p_i ∝ n_i^(1/T) of the batches (T=1 is
     #: proportional, large T tends to uniform). Per-dataset ``weight`` values set the shares directly instead.
     sampling_temperature: float | None = Field(default=None, gt=0)
+    #: Throughput settings (precision, bucketing...): how fast training computes, never what it learns.
+    speed: SpeedConfig = Field(default_factory=SpeedConfig)
 
     @field_validator("datasets")
     @classmethod
@@ -133,6 +136,10 @@ class ContrastiveRecipe(RecipeBase):
         from embedtrain.schema.mixing import check_mixing
 
         check_mixing(self)
+        explicit = [k for k in ("bf16", "fp16") if str(self.training.get(k)).lower() in ("true", "1")]
+        if explicit and self.speed.precision == "fp32":
+            raise self.error(f"speed.precision is fp32 but training.{explicit[0]} is true; set one of them",
+                             "speed", "precision")
 
 
 class TaskRecipe(RecipeBase):

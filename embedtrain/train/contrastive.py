@@ -31,6 +31,13 @@ from embedtrain.train.mixing import mixing_extras
 from embedtrain.train.prepare import PreparedDataset, checkpoint_prompts, prepare_contrastive, row_count
 from embedtrain.train.runner import TrainingMode
 from embedtrain.train.sharded import sharded_trainer
+from embedtrain.train.throughput import (
+    describe_speed,
+    precision_arguments,
+    prepare_loss,
+    prepare_model,
+    run_precision,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +84,7 @@ class ContrastiveMode(TrainingMode):
             if self.recipe.training.get("load_best_model_at_end"):
                 # the trainer would look for eval_loss, which evaluators do not report
                 extras["metric_for_best_model"] = main_metric(self.recipe.evaluators[0], self.similarity)
+        extras.update(precision_arguments(self.recipe))
         return extras
 
     def metric_sources(self) -> list:
@@ -91,17 +99,21 @@ class ContrastiveMode(TrainingMode):
         return any(getattr(p.config, "streaming", False) for p in self.prepared)
 
     def describe(self) -> list[str]:
-        return [f"{p.config.name}: {row_count(p.dataset)}, columns {p.dataset.column_names}, loss {p.loss.name}"
-                for p in self.prepared]
+        return [*(f"{p.config.name}: {row_count(p.dataset)}, columns {p.dataset.column_names}, loss {p.loss.name}"
+                  for p in self.prepared), describe_speed(self.recipe)]
 
     def build_trainer(self, args, callbacks: list[TrainerCallback], resume_from: Path | None):
         from sentence_transformers import SentenceTransformerTrainer
 
         model = load_start_model(self.recipe, self)
         model.prompts = {**(model.prompts or {}), **checkpoint_prompts(self.recipe)}
+        prepare_model(model, self.recipe.speed)  # before mining wraps the forward: it records merged outputs
         train_datasets = {p.config.name: p.dataset for p in self.prepared}
-        mining = attach_dynamic_mining(self.miners, train_datasets, resume_from)
         losses = {p.config.name: build_loss(p.loss, model, p.loss_context) for p in self.prepared}
+        mining = attach_dynamic_mining(self.miners, train_datasets, resume_from, model, losses,
+                                       run_precision(self.recipe))
+        for loss in losses.values():
+            prepare_loss(loss, self.recipe.speed)
         logger.info("training %s on %s", self.recipe.model.name_or_path,
                     ", ".join(f"{n} ({row_count(d)})" for n, d in train_datasets.items()))
         if self.streamed:  # sentence-transformers takes an IterableDataset only on its own, not in a dict
