@@ -138,8 +138,8 @@ def recipe(args, method: str, seed: int) -> dict:
     banking = {"name": "banking", "path": "banking_mined.jsonl", "format": "hard_negatives",
                "num_negatives": args.num_negatives}
     if method == "gist_dynamic":
-        banking["mining"] = {"dynamic": {"every_steps": args.every_steps, "source": "candidates", "scope": "all",
-                                         "initial_from": "file"}}
+        banking["mining"] = {"dynamic": {"every_steps": args.every_steps, "source": "candidates",
+                                         "scope": args.scope, "initial_from": "file"}}
     return {
         "model": {"name_or_path": "all-MiniLM-L6-v2", "max_seq_length": args.max_seq_length},
         "datasets": [banking, {"name": "scifact", "path": "scifact_train_pairs.jsonl", "format": "pairs"}],
@@ -174,8 +174,9 @@ def run(args) -> None:
 
 
 def evaluate(args, model: str | Path, label: str) -> dict:
-    return evaluate_items(model, TASKS, data_dir=args.data_dir, task_configs=[args.workdir / "tasks.yaml"],
-                          output=args.workdir / "eval" / label, batch_size=64)
+    return evaluate_items(model, args.tasks or TASKS, data_dir=args.data_dir,
+                          task_configs=[args.workdir / "tasks.yaml"], output=args.workdir / "eval" / label,
+                          batch_size=64)
 
 
 def start(args) -> None:
@@ -209,6 +210,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workdir", type=Path, default=Path("runs/gist_exp"))
     p.add_argument("--data-dir", type=Path, default=Path("/work/shared/data"))
+    p.add_argument("--tasks", nargs="+", default=None, help="Evaluate on these tasks only (default: all).")
     sub = p.add_subparsers(dest="cmd", required=True)
     pre = sub.add_parser("prepare")
     pre.add_argument("--guide", type=Path, required=True, help="all-mpnet-base-v2 folder")
@@ -221,11 +223,12 @@ def main() -> None:
         sp.add_argument("--max-seq-length", type=int, default=128)
     r.add_argument("--method", choices=METHODS, required=True)
     r.add_argument("--seed", type=int, default=1)
-    r.add_argument("--steps", type=int, default=150)
+    r.add_argument("--steps", type=int, default=120)
     r.add_argument("--batch-size", type=int, default=32)
     r.add_argument("--learning-rate", type=float, default=5e-5)
     r.add_argument("--temperature", type=float, default=0.05)
-    r.add_argument("--every-steps", type=int, default=25)
+    r.add_argument("--every-steps", type=int, default=20)
+    r.add_argument("--scope", choices=["seen", "all"], default="seen")
     r.add_argument("--force", action="store_true")
     sub.add_parser("start")
     sub.add_parser("report")
