@@ -21,7 +21,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import logging
+
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 
 def _record_texts(encoder, store: dict[str, np.ndarray]) -> None:
@@ -41,6 +45,7 @@ def _record_texts(encoder, store: dict[str, np.ndarray]) -> None:
 def _embed(store: dict[str, np.ndarray], texts: Sequence[str], model) -> np.ndarray:
     missing = [t for t in dict.fromkeys(texts) if t not in store]
     if missing:  # texts the harness encoded through another path (should be rare): encode them here
+        logger.warning("%d texts were not encoded by the harness; encoding them", len(missing))
         for t, e in zip(missing, model.encode(missing, batch_size=64, convert_to_numpy=True)):
             store[t] = e
     return np.stack([store[t] for t in texts])
@@ -80,6 +85,8 @@ def evaluate_items(model_dir: str | Path, tasks: Sequence[str], *, data_dir: str
     out: dict[str, Any] = {"main": {}, "items": {}}
     for task, result in zip(task_objs, results):
         name = task.metadata.name
+        if task.dataset is None:  # mteb frees the data after evaluating; the local files reload quickly
+            task.load_data()
         out["main"][name] = 100.0 * float(result.get_score())
         ttype = task.metadata.type
         if ttype == "STS":
@@ -91,7 +98,8 @@ def evaluate_items(model_dir: str | Path, tasks: Sequence[str], *, data_dir: str
             data = task.dataset["default"]["test"]
             corpus, queries, qrels = data["corpus"], data["queries"], data["relevant_docs"]
             doc_ids = list(corpus["id"])
-            doc_texts = [(f"{t} {x}".strip() if t else x) for t, x in zip(corpus["title"], corpus["text"])]
+            titles = corpus["title"] if "title" in corpus.column_names else [""] * len(corpus)
+            doc_texts = [(t + " " + x).strip() if t else x.strip() for t, x in zip(titles, corpus["text"])]
             d = _unit(_embed(store, doc_texts, model)[:, :dim])
             q_ids, q_texts = list(queries["id"]), list(queries["text"])
             q = _unit(_embed(store, q_texts, model)[:, :dim])
