@@ -171,18 +171,18 @@ def test_greedy_soup_reports_a_held_out_split_separately_from_its_selection_spli
 
     def selection(model) -> float:
         selection_calls.append(1)
-        return float(model[0].auto_model.embeddings.word_embeddings.weight[0, 0])
+        return model[0].auto_model.embeddings.word_embeddings.weight[0, 0].item()
 
     def report(model) -> float:
         report_calls.append(1)
-        return float(model[0].auto_model.embeddings.word_embeddings.weight[1, 0])
+        return model[0].auto_model.embeddings.word_embeddings.weight[1, 0].item()
 
     result = make_soup(three, tmp_path / "g", method="greedy", metric=selection, metric_name="dev",
                        report_metrics={"test": report})
     assert set(result.report) == {"test"}
     assert set(result.report["test"]) == {*map(str, three), "soup"}
     soup = load_model(tmp_path / "g", device="cpu")
-    expected = float(soup[0].auto_model.embeddings.word_embeddings.weight[1, 0])
+    expected = soup[0].auto_model.embeddings.word_embeddings.weight[1, 0].item()
     assert result.report["test"]["soup"] == pytest.approx(expected, abs=1e-6)  # the saved soup, on the report split
     assert len(report_calls) == len(three) + 1
     info = json.loads((tmp_path / "g" / "soup.json").read_text())
