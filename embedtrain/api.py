@@ -131,12 +131,14 @@ def mine(config: OfflineMiningConfig, *, progress=None) -> MiningResult:
 def soup(checkpoints: Sequence[str | Path], output: str | Path, *, method: str = "uniform",
          weights: Sequence[float] | None = None, held_out: str | Path | None = None, mteb_task: str | None = None,
          data_dir: str | Path | None = None, task_configs: Sequence[str | Path] = (), task: str | None = None,
-         max_samples: int | None = None, overwrite: bool = False, trust_remote_code: bool = False) -> SoupResult:
+         max_samples: int | None = None, eval_held_out: str | Path | None = None,
+         eval_mteb_tasks: Sequence[str] = (), overwrite: bool = False, trust_remote_code: bool = False) -> SoupResult:
     """Average checkpoints into ``output``: uniform, weighted, or greedy on a held-out metric.
 
     The metric is cosine Spearman on a scored-pairs file (``held_out``) or the main score of an offline MTEB
     task (``mteb_task``: bundled, or defined in ``task_configs``); with ``method`` other than greedy it is only
-    reported.
+    reported. ``eval_held_out`` (a scored-pairs file) and ``eval_mteb_tasks`` are *report* metrics: every
+    ingredient and the soup are scored on them too, and they must differ from the selection metric.
     """
     from embedtrain.soup import make_soup
     from embedtrain.soup.metrics import held_out_sts, mteb_metric
@@ -151,8 +153,20 @@ def soup(checkpoints: Sequence[str | Path], output: str | Path, *, method: str =
         metric, metric_name = held_out_sts(held_out, task=task, max_samples=max_samples), Path(held_out).name
     elif mteb_task is not None:
         metric, metric_name = mteb_metric(mteb_task, data_dir, task=task, task_configs=list(task_configs)), mteb_task
+    report: dict = {}
+    if eval_held_out is not None:
+        if held_out is not None and Path(eval_held_out).resolve() == Path(held_out).resolve():
+            raise CheckpointError("--eval-held-out is the selection file --held-out; report on a separate split",
+                                  field="--eval-held-out")
+        report[Path(eval_held_out).name] = held_out_sts(eval_held_out, task=task)
+    for name in eval_mteb_tasks:
+        if name == mteb_task:
+            raise CheckpointError(f"--eval-mteb-task {name} is the selection task --mteb-task; report on another "
+                                  "task", field="--eval-mteb-task")
+        report[name] = mteb_metric(name, data_dir, task=task, task_configs=list(task_configs))
     return make_soup(checkpoints, output, method=method, weights=weights, metric=metric,  # type: ignore[arg-type]
-                     metric_name=metric_name, overwrite=overwrite, trust_remote_code=trust_remote_code)
+                     metric_name=metric_name, report_metrics=report, overwrite=overwrite,
+                     trust_remote_code=trust_remote_code)
 
 
 @dataclass

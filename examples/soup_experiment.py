@@ -1,20 +1,20 @@
 """Experiment: a model soup of fine-tuning runs vs the best single run (all-MiniLM-L6-v2, STSb train, CoSENT).
 
-``--runs`` fine-tuning runs differ in seed *and* data: run ``i`` trains on its own disjoint slice of
-STSb *train* (``--pairs`` pairs) with seed ``i``; everything else (steps, batch, lr) is equal. Then:
+Per seed set ``k`` (``--seed-sets``), ``--runs`` fine-tuning runs differ in seed *and* data: run ``i`` trains
+on its own disjoint slice of STSb *train* (``--pairs`` pairs, slices drawn with seed ``k``) with seed
+``10k + i``; everything else (steps, batch, lr) is equal. Then, through the CLI a user would run:
 
-* ``uniform`` -- ``embedtrain soup RUN... --method uniform OUT``;
-* ``greedy``  -- ``embedtrain soup RUN... --method greedy --held-out stsb_dev.jsonl OUT`` (STSb *dev*
-  guides the choice, never the test set).
+* ``uniform`` -- ``embedtrain soup RUN... OUT --method uniform``;
+* ``greedy``  -- ``embedtrain soup RUN... OUT --method greedy --held-out dev.jsonl --eval-held-out test.jsonl``
+  (STSb *dev* pairs pick the members; STSb *test* is only reported);
+* ``best run`` -- the single run that scores best on the same STSb dev pairs (the fair "best ingredient":
+  picking the best on the test set would be an oracle).
 
-Every run and soup is scored with the offline MTEB harness (``embedtrain eval``'s
-``evaluate_checkpoint``) on ``--eval-tasks`` (default STSBenchmark test), and the base model too.
+The best run and the soups are evaluated with the offline MTEB harness on ``--eval-tasks`` (per-item scores
+kept for paired bootstrap intervals, examples/experiment_stats.py)::
 
-CPU-sized (2 shared cores)::
-
-    OMP_NUM_THREADS=1 nice -n 10 python examples/soup_experiment.py
-
-Results go to ``--out`` (``results.json``, data, recipes, models); the markdown table is printed.
+    OMP_NUM_THREADS=1 python examples/soup_experiment.py --out runs/soup_exp
+    python examples/soup_experiment.py --out runs/soup_exp --report
 """
 
 from __future__ import annotations
@@ -31,23 +31,28 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from experiment_stats import comparison_table, evaluate_items, load_json, save_json  # noqa: E402
+
 logger = logging.getLogger("soup_experiment")
 REPO = Path(__file__).resolve().parents[1]
+STS = ["STSBenchmark", "SICK-R", "STS12", "STS13", "STS14"]
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seed-sets", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--pairs", type=int, default=480, help="STSb train pairs per run (disjoint slices).")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--dev-pairs", type=int, default=400, help="STSb dev pairs for the greedy held-out metric.")
-    p.add_argument("--eval-tasks", nargs="+", default=["STSBenchmark"])
-    p.add_argument("--eval-base", action=argparse.BooleanOptionalAction, default=True,
-                   help="Also evaluate the start model (skip it when its harness score is known).")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--dev-pairs", type=int, default=1500, help="STSb dev pairs for the greedy held-out metric.")
+    p.add_argument("--eval-tasks", nargs="+", default=STS)
+    p.add_argument("--task-config", type=Path, nargs="*", default=[])
     p.add_argument("--data-dir", type=Path,
                    default=Path(os.environ.get("EMBEDTRAIN_SHARED_DATA", REPO.parent / "shared" / "data")))
     p.add_argument("--out", type=Path, default=REPO / "runs" / "soup_experiment")
+    p.add_argument("--report", action="store_true")
     return p.parse_args()
 
 
@@ -58,44 +63,29 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 def cli(*args: str) -> None:
     """Run ``embedtrain ARGS`` as a user would (same interpreter)."""
-    command = [sys.executable, "-m", "embedtrain", *args]
     logger.info("$ embedtrain %s", " ".join(args))
-    subprocess.run(command, check=True)
+    subprocess.run([sys.executable, "-m", "embedtrain", *args], check=True)
 
 
-def main() -> None:
-    args = parse_args()
-    args.out = args.out.resolve()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from embedtrain.evaluation.runner import evaluate_checkpoint
-    from embedtrain.schema import load_recipe
+def run_set(args: argparse.Namespace, k: int) -> None:
     from embedtrain.api import train
+    from embedtrain.schema import load_recipe
 
-    out = args.out
+    out = args.out / f"set{k}"
+    done = out / "result.json"
+    if done.exists():
+        return
     out.mkdir(parents=True, exist_ok=True)
     rows = json.loads((args.data_dir / "stsb_train.json").read_text(encoding="utf-8"))
-    random.Random(0).shuffle(rows)
+    random.Random(k).shuffle(rows)
     dev = json.loads((args.data_dir / "stsb_dev.json").read_text(encoding="utf-8"))
-    random.Random(0).shuffle(dev)
-    _write_jsonl(out / "data" / "stsb_dev.jsonl", dev[: args.dev_pairs])
-
-    results: dict = {}
-    results_file = out / "results.json"
-
-    def evaluate(name: str, checkpoint: str) -> None:
-        start = time.time()
-        report = evaluate_checkpoint(checkpoint, tasks=args.eval_tasks, data_dir=args.data_dir,
-                                     output=out / "eval" / name, show_progress=False)
-        results.setdefault(name, {})["scores"] = {k: round(s.value, 2) for k, s in report.summary.scores.items()}
-        results[name]["eval_seconds"] = round(time.time() - start, 1)
-        results_file.write_text(json.dumps(results, indent=2) + "\n")
-        logger.info("%s: %s", name, results[name])
-
-    runs = []
+    _write_jsonl(args.out / "data" / "stsb_dev.jsonl", dev[: args.dev_pairs])
+    test = json.loads((args.data_dir / "stsb_test.json").read_text(encoding="utf-8"))
+    _write_jsonl(args.out / "data" / "stsb_test.jsonl", test)
+    runs, train_seconds = [], []
     for i in range(args.runs):
         name = f"run{i + 1}"
-        part = rows[i * args.pairs:(i + 1) * args.pairs]
-        _write_jsonl(out / "data" / f"{name}.jsonl", part)
+        _write_jsonl(out / "data" / f"{name}.jsonl", rows[i * args.pairs:(i + 1) * args.pairs])
         recipe = {
             "model": {"name_or_path": "all-MiniLM-L6-v2"},
             "datasets": [{"name": "stsb", "path": str(out / "data" / f"{name}.jsonl"), "format": "scored_pairs"}],
@@ -104,44 +94,66 @@ def main() -> None:
                          "learning_rate": args.lr, "warmup_ratio": 0.1, "logging_steps": 10,
                          "save_strategy": "no", "report_to": "none", "dataloader_pin_memory": False},
             "output_dir": str(out / name),
-            "seed": i + 1,
+            "seed": 10 * k + i + 1,
         }
         (out / f"{name}.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
         start = time.time()
         result = train(load_recipe(out / f"{name}.yaml"), overwrite=True)
-        results[name] = {"train_seconds": round(time.time() - start, 1), "steps": result.global_step}
+        train_seconds.append(round(time.time() - start, 1))
         runs.append(str(result.final_dir))
-        evaluate(name, str(result.final_dir))
-
-    dev_file = str(out / "data" / "stsb_dev.jsonl")
+    dev_file, test_file = str(args.out / "data" / "stsb_dev.jsonl"), str(args.out / "data" / "stsb_test.jsonl")
     cli("soup", *runs, str(out / "soup_uniform"), "--method", "uniform", "--held-out", dev_file, "--overwrite")
-    evaluate("uniform soup", str(out / "soup_uniform"))
-    cli("soup", *runs, str(out / "soup_greedy"), "--method", "greedy", "--held-out", dev_file, "--overwrite")
-    info = json.loads((out / "soup_greedy" / "soup.json").read_text())
-    members = info["members"]
-    results["greedy soup"] = {"members": [Path(m).parent.name for m in members]}
-    if sorted(members) == sorted(runs):
-        results["greedy soup"]["scores"] = results["uniform soup"]["scores"]  # same weights as the uniform soup
-    elif len(members) == 1:
-        results["greedy soup"]["scores"] = results[Path(members[0]).parent.name]["scores"]
+    cli("soup", *runs, str(out / "soup_greedy"), "--method", "greedy", "--held-out", dev_file,
+        "--eval-held-out", test_file, "--overwrite")
+    greedy = json.loads((out / "soup_greedy" / "soup.json").read_text())
+    uniform = json.loads((out / "soup_uniform" / "soup.json").read_text())
+    dev_scores = uniform["individual_scores"]
+    best = max(runs, key=lambda r: dev_scores[r])
+    models = {"best run (dev)": best, "uniform soup": str(out / "soup_uniform")}
+    if sorted(greedy["members"]) == sorted(runs):
+        greedy_model = "uniform soup"
+    elif len(greedy["members"]) == 1:
+        greedy_model = "best run (dev)"
     else:
-        evaluate("greedy soup", str(out / "soup_greedy"))
-    for name in ("uniform soup", "greedy soup"):
-        soup = json.loads((out / f"soup_{name.split()[0]}" / "soup.json").read_text())
-        results[name]["dev_score"] = soup.get("soup_score")
-        results[name]["dev_individual"] = soup.get("individual_scores")
-    if args.eval_base:
-        evaluate("base", "all-MiniLM-L6-v2")
-    results_file.write_text(json.dumps(results, indent=2) + "\n")
-    print(table(results, args.eval_tasks))
+        greedy_model = "greedy soup"
+        models["greedy soup"] = str(out / "soup_greedy")
+    evals = {}
+    for label, path in models.items():
+        evals[label] = evaluate_items(path, args.eval_tasks, data_dir=args.data_dir, task_configs=args.task_config,
+                                      output=out / "eval" / label.replace(" ", "_"))
+    evals["greedy soup"] = evals[greedy_model]
+    save_json(done, {"evals": evals, "greedy_members": [Path(m).parent.name for m in greedy["members"]],
+                     "greedy_report": greedy["report"], "dev_individual": dev_scores,
+                     "dev_uniform": uniform["soup_score"], "dev_greedy": greedy["soup_score"],
+                     "best_run": Path(best).parent.name, "train_seconds": train_seconds})
 
 
-def table(results: dict, tasks: list[str]) -> str:
-    lines = ["| model | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
-    for name, entry in results.items():
-        scores = entry.get("scores", {})
-        lines.append(f"| {name} | " + " | ".join(f"{scores[t]:.2f}" if t in scores else "-" for t in tasks) + " |")
-    return "\n".join(lines)
+def report(args: argparse.Namespace) -> None:
+    sets = [load_json(args.out / f"set{k}" / "result.json") for k in args.seed_sets
+            if (args.out / f"set{k}" / "result.json").exists()]
+    if not sets:
+        return
+    results = {label: [s["evals"][label] for s in sets] for label in ("best run (dev)", "uniform soup", "greedy soup")}
+    lines = [comparison_table(results, args.eval_tasks, baseline="best run (dev)"), ""]
+    for k, s in zip(args.seed_sets, sets):
+        lines.append(f"seed set {k}: dev (selection) runs {', '.join(f'{v:.2f}' for v in s['dev_individual'].values())}"
+                     f", uniform {s['dev_uniform']:.2f}, greedy {s['dev_greedy']:.2f} keeps {s['greedy_members']}; "
+                     f"best run on dev: {s['best_run']}; greedy report on STSb test: "
+                     + ", ".join(f"{Path(n).parent.name if n != 'soup' else n} {v:.2f}"
+                                 for n, v in s["greedy_report"]["stsb_test.jsonl"].items()))
+    text = "\n".join(lines)
+    (args.out / "report.md").write_text(text + "\n", encoding="utf-8")
+    print(text)
+
+
+def main() -> None:
+    args = parse_args()
+    args.out = args.out.resolve()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if not args.report:
+        for k in args.seed_sets:
+            run_set(args, k)
+    report(args)
 
 
 if __name__ == "__main__":

@@ -6,13 +6,17 @@ For each cell (L layers, D dims) of a small grid, compare the STS score (cosine 
 * ``plain``     -- fine-tuned with CoSENT on STSb train, then cut to (L, D);
 * ``2dmse``     -- fine-tuned with ``matryoshka2d`` (CoSENT inner, default layers/dims), then cut;
 * ``starbucks`` -- fine-tuned with ``starbucks`` (CoSENT inner, default pairs), then cut;
-* ``separate``  -- for each cell its own model: the first L layers of MiniLM exported
+* ``smae_starbucks`` -- SMAE pre-training (``stage: smae``, MLM + MAE decoder on every pair, on the STSb
+  train sentences, ``--smae-steps``; one pre-training run, seed 1, shared by the fine-tuning seeds), then
+  ``starbucks`` as above;
+* ``separate``  -- for each cell of ``--separate-cells`` its own model: the first L layers of MiniLM exported
   (``embedtrain export``) and fine-tuned on the first D dims only (``matryoshka`` with ``dims: [D]``;
   plain CoSENT at full width). The full-size cell is the ``plain`` run itself (same recipe).
 
 Every run goes through the real pipeline (recipe YAML -> ``embedtrain.train.train``) with the same
-data, steps, batch size, learning rate and seed (defaults: 100 steps of 8 STSb train pairs, lr 5e-5,
-seed 42). Scores: STSBenchmark test (all 1,379 pairs) and SICK-R (a fixed random sample of
+data, steps, batch size and learning rate, once per seed of ``--seeds`` (defaults: 100 steps of 8 STSb
+train pairs, lr 5e-5, seeds 1 2 3). The losses use their paper defaults (2DMSE: sentence-transformers'
+embedding-softmax KL at T=0.3; Starbucks on STS data: 0.3 * KL on truncated embeddings, summed over pairs). Scores: STSBenchmark test (all 1,379 pairs) and SICK-R (a fixed random sample of
 ``--sickr-pairs`` 2,000 of its 9,927 pairs) from the shared benchmark folder, computed as
 ``EmbeddingSimilarityEvaluator`` does (cosine Spearman of the first D dims of an L-layer
 ``truncated_copy``); the script cross-checks one truncated cell against the evaluator itself.
@@ -44,9 +48,9 @@ from scipy.stats import spearmanr
 logger = logging.getLogger("starbucks_experiment")
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("base", "plain", "2dmse", "starbucks", "separate")
+METHODS = ("base", "plain", "2dmse", "starbucks", "smae_starbucks", "separate")
 LABELS = {"base": "MiniLM as shipped + cut", "plain": "plain CoSENT + cut", "2dmse": "2DMSE",
-          "starbucks": "Starbucks", "separate": "separate small models"}
+          "starbucks": "Starbucks", "smae_starbucks": "SMAE + Starbucks", "separate": "separate small models"}
 
 
 def parse_args() -> argparse.Namespace:
@@ -57,7 +61,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument("--separate-cells", nargs="+", default=["2,32", "4,128"],
+                   help="Cells (layers,dims) that get their own separately trained small model.")
+    p.add_argument("--smae-steps", type=int, default=200)
+    p.add_argument("--smae-batch-size", type=int, default=32)
     p.add_argument("--sickr-pairs", type=int, default=2000,
                    help="Score SICK-R on a fixed random sample of this many pairs (0: skip SICK-R).")
     p.add_argument("--data-dir", type=Path,
@@ -111,7 +119,9 @@ class StsScorer:
                     out[layer][idx] = emb.float()
         return out
 
-    def scores(self, model, layers: list[int], dims: list[int]) -> dict[tuple[int, int], dict[str, float]]:
+    def scores(self, model, layers: list[int], dims: list[int],
+               preds: dict | None = None) -> dict[tuple[int, int], dict[str, float]]:
+        """Spearman x 100 per cell and set; with ``preds``, also each pair's cosine (``preds[cell][set]``)."""
         out: dict[tuple[int, int], dict[str, float]] = {(layer, d): {} for layer in layers for d in dims}
         for name, (s1, s2, gold) in self.sets.items():
             unique = list(dict.fromkeys(s1 + s2))
@@ -122,6 +132,8 @@ class StsScorer:
                 for d in dims:
                     cos = torch.nn.functional.cosine_similarity(a[:, :d], b[:, :d]).numpy()
                     out[(layer, d)][name] = 100.0 * float(spearmanr(gold, cos).statistic)
+                    if preds is not None:
+                        preds.setdefault(f"{layer},{d}", {})[name] = np.round(cos, 6).tolist()
         return out
 
 
@@ -140,26 +152,40 @@ def cross_check(model, scorer: StsScorer, dim: int, expected: float) -> None:
 
 
 # -- training ---------------------------------------------------------------------------------------
-def train_model(name: str, start: str | Path, loss: dict, args: argparse.Namespace) -> tuple[Path, float]:
+def train_model(name: str, start: str | Path, loss: dict | None, args: argparse.Namespace, seed: int,
+                smae: bool = False) -> tuple[Path, float]:
     """Train through a recipe file; returns (final model folder, seconds). Reuses a finished run."""
-    from embedtrain.schema import load_recipe
     from embedtrain.api import train
+    from embedtrain.schema import load_recipe
 
     run_dir = args.out / "runs" / name
     final = run_dir / "final"
     timing = run_dir / "seconds.txt"
     if final.is_dir() and timing.is_file() and not args.force:
         return final, float(timing.read_text())
-    recipe = {
-        "model": {"name_or_path": str(start), "max_seq_length": 128},
-        "datasets": [{"name": "stsb", "path": str(args.data_dir / "stsb_train.json"), "format": "scored_pairs"}],
-        "loss": loss,
-        "training": {"max_steps": args.steps, "per_device_train_batch_size": args.batch_size,
-                     "learning_rate": args.lr, "warmup_steps": 0.1, "logging_steps": 50,
-                     "save_strategy": "no"},
-        "output_dir": str(run_dir),
-        "seed": args.seed,
-    }
+    if smae:  # SMAE pre-training on the STSb train sentences (both columns), paper defaults
+        recipe = {
+            "stage": "smae",
+            "model": {"name_or_path": str(start), "max_seq_length": 64},
+            "datasets": [{"name": f"s{i}", "path": str(args.data_dir / "stsb_train.json"), "format": "text",
+                          "columns": {"text": f"sentence{i}"}} for i in (1, 2)],
+            "smae": {"pairs": None},
+            "training": {"max_steps": args.smae_steps, "per_device_train_batch_size": args.smae_batch_size,
+                         "learning_rate": 1e-4, "warmup_ratio": 0.05, "lr_scheduler_type": "cosine",
+                         "weight_decay": 0.001, "logging_steps": 20, "save_strategy": "no"},
+            "output_dir": str(run_dir), "seed": seed,
+        }
+    else:
+        recipe = {
+            "model": {"name_or_path": str(start), "max_seq_length": 128},
+            "datasets": [{"name": "stsb", "path": str(args.data_dir / "stsb_train.json"), "format": "scored_pairs"}],
+            "loss": loss,
+            "training": {"max_steps": args.steps, "per_device_train_batch_size": args.batch_size,
+                         "learning_rate": args.lr, "warmup_steps": 0.1, "logging_steps": 50,
+                         "save_strategy": "no"},
+            "output_dir": str(run_dir),
+            "seed": seed,
+        }
     path = args.out / "recipes" / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
@@ -184,126 +210,169 @@ def run(args: argparse.Namespace) -> None:
     base_path = resolve_model_path("all-MiniLM-L6-v2")
     results_path = args.out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
-    scorer = StsScorer(args.data_dir, args.sickr_pairs, args.seed)
+    scorer = StsScorer(args.data_dir, args.sickr_pairs, 42)
     checked = False
 
-    def save(method: str) -> None:
-        """Write this method's entry, keeping what a concurrent run (the other part) wrote meanwhile."""
+    def save(key: str) -> None:
+        """Write this entry, keeping what a concurrent run wrote meanwhile."""
         results_path.parent.mkdir(parents=True, exist_ok=True)
         current = json.loads(results_path.read_text()) if results_path.is_file() else {}
-        current[method] = results[method]
+        current[key] = results[key]
+        current["gold"] = {name: gold.tolist() for name, (_, _, gold) in scorer.sets.items()}
         tmp = results_path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(current, indent=2) + "\n")
+        tmp.write_text(json.dumps(current) + "\n")
         tmp.replace(results_path)
 
     whole_model = {
-        "base": None,
         "plain": cosent(),
-        "2dmse": {"name": "matryoshka2d", "params": {"kl_weight": 1.0, "kl_temperature": 0.05}, "inner": cosent()},
-        "starbucks": {"name": "starbucks", "params": {"kl_weight": 1.0, "kl_temperature": 0.05}, "inner": cosent()},
+        "2dmse": {"name": "matryoshka2d", "params": {}, "inner": cosent()},
+        "starbucks": {"name": "starbucks", "params": {}, "inner": cosent()},
+        "smae_starbucks": {"name": "starbucks", "params": {}, "inner": cosent()},
     }
-    for method in [m for m in args.methods if m in whole_model]:
-        if whole_model[method] is None:
-            model_dir, seconds = base_path, 0.0
-        else:
-            model_dir, seconds = train_model(method, base_path, whole_model[method], args)
-        model = load_model(model_dir, device="cpu")
-        cells = {f"{layer},{dim}": v for (layer, dim), v in scorer.scores(model, args.layers, args.dims).items()}
-        if not checked:  # one truncated cell through a real truncated_copy and the evaluator
-            layer, dim = min(args.layers), min(args.dims)
-            cross_check(truncated_copy(model, layers=layer), scorer, dim, cells[f"{layer},{dim}"]["STSb"])
-            checked = True
-        results[method] = {"cells": cells, "train_seconds": seconds}
-        save(method)
-        logger.info("%s: %s", method, {k: round(v["STSb"], 2) for k, v in cells.items()})
-
-    if "separate" in args.methods:
-        cells = results.get("separate", {}).get("cells", {})
-        seconds_total = results.get("separate", {}).get("train_seconds", {})
-        base_model = load_model(base_path, device="cpu")
-        full_dim, full_layers = base_model.get_embedding_dimension(), num_layers(base_model)
-        for layers in args.layers:
-            start = args.out / "runs" / f"minilm-{layers}l" if layers < full_layers else base_path
-            if not (Path(start) / "modules.json").is_file():
-                export_small_model(base_path, start, layers=layers, overwrite=True)
-            for dim in args.dims:
-                key = f"{layers},{dim}"
+    if "base" in args.methods and "base" not in results:
+        model = load_model(base_path, device="cpu")
+        preds: dict = {}
+        cells = {f"{la},{d}": v for (la, d), v in scorer.scores(model, args.layers, args.dims, preds).items()}
+        results["base"] = {"cells": cells, "preds": preds, "train_seconds": 0.0}
+        save("base")
+    for seed in args.seeds:
+        for method in [m for m in args.methods if m in whole_model]:
+            key = f"{method}_s{seed}"
+            if key in results and not args.force:
+                continue
+            start = base_path
+            if method == "smae_starbucks":
+                start, _ = train_model("smae_s1", base_path, None, args, 1, smae=True)
+            model_dir, seconds = train_model(key, start, whole_model[method], args, seed)
+            model = load_model(model_dir, device="cpu")
+            preds = {}
+            cells = {f"{la},{d}": v for (la, d), v in scorer.scores(model, args.layers, args.dims, preds).items()}
+            if not checked:  # one truncated cell through a real truncated_copy and the evaluator
+                layer, dim = min(args.layers), min(args.dims)
+                cross_check(truncated_copy(model, layers=layer), scorer, dim, cells[f"{layer},{dim}"]["STSb"])
+                checked = True
+            results[key] = {"cells": cells, "preds": preds, "train_seconds": seconds}
+            save(key)
+            logger.info("%s: %s", key, {k: round(v["STSb"], 2) for k, v in cells.items()})
+        if "separate" in args.methods:
+            key = f"separate_s{seed}"
+            entry = results.get(key, {"cells": {}, "preds": {}, "train_seconds": {}})
+            base_model = load_model(base_path, device="cpu")
+            full_dim, full_layers = base_model.get_embedding_dimension(), num_layers(base_model)
+            for cell in args.separate_cells:
+                layers, dim = map(int, cell.split(","))
+                if cell in entry["cells"] and not args.force:
+                    continue
+                start = args.out / "runs" / f"minilm-{layers}l" if layers < full_layers else base_path
+                if not (Path(start) / "modules.json").is_file():
+                    export_small_model(base_path, start, layers=layers, overwrite=True)
                 loss = cosent() if dim == full_dim else {"name": "matryoshka", "params": {"dims": [dim]},
                                                          "inner": cosent()}
-                if layers == full_layers and dim == full_dim:  # the full-size "small model" is the plain run
-                    model_dir, seconds = train_model("plain", base_path, cosent(), args)
-                else:
-                    model_dir, seconds = train_model(f"separate-{layers}l-{dim}d", start, loss, args)
+                model_dir, seconds = train_model(f"separate-{layers}l-{dim}d_s{seed}", start, loss, args, seed)
                 model = load_model(model_dir, device="cpu")
-                cells[key] = scorer.scores(model, [num_layers(model)], [dim])[(num_layers(model), dim)]
-                seconds_total[key] = seconds
-                results["separate"] = {"cells": cells, "train_seconds": seconds_total}
-                save("separate")
-                logger.info("separate %s: %.2f", key, cells[key]["STSb"])
+                preds = {}
+                scores = scorer.scores(model, [num_layers(model)], [dim], preds)
+                entry["cells"][cell] = scores[(num_layers(model), dim)]
+                entry["preds"][cell] = preds[f"{num_layers(model)},{dim}"]
+                entry["train_seconds"][cell] = seconds
+                results[key] = entry
+                save(key)
+                logger.info("separate %s seed %d: %.2f", cell, seed, entry["cells"][cell]["STSb"])
 
 
 # -- report -----------------------------------------------------------------------------------------
+def _bootstrap(results: dict, a: str, b: str, cell: str, task: str, seeds: list[int]) -> tuple[float, float, float]:
+    from experiment_stats import paired_bootstrap
+
+    gold = results["gold"][task]
+
+    def runs(method: str) -> list[dict]:
+        keys = ["base"] if method == "base" else [f"{method}_s{s}" for s in seeds]
+        if method == "plain" and cell == "6,384":
+            keys = [f"plain_s{s}" for s in seeds]
+        return [{"kind": "sts", "pred": results[k]["preds"][cell][task], "gold": gold} for k in keys]
+
+    return paired_bootstrap(runs(a), runs(b))
+
+
 def report(args: argparse.Namespace) -> None:
-    import matplotlib
+    import sys
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     results = json.loads((args.out / "results.json").read_text())
-    methods = [m for m in METHODS if m in results]
     cells = [(layer, dim) for layer in args.layers for dim in args.dims]
+
+    def values(method: str, cell: str, task: str) -> list[float]:
+        if method == "base":
+            return [results["base"]["cells"][cell][task]] if "base" in results else []
+        out = []
+        for seed in args.seeds:
+            entry = results.get(f"{method}_s{seed}", {})
+            if method == "separate" and cell == "6,384":
+                entry = results.get(f"plain_s{seed}", {})
+            if cell in entry.get("cells", {}):
+                out.append(entry["cells"][cell][task])
+        return out
+
+    methods = [m for m in METHODS if values(m, "2,32", "STSb") or values(m, "6,384", "STSb")]
     lines = []
-    for task in ("STSb", "SICK-R"):
-        lines += [f"#### {task} test, cosine Spearman x 100", "",
+    for task in [t for t in ("STSb", "SICK-R") if t in results.get("gold", {})]:
+        lines += [f"#### {task} test, cosine Spearman x 100, mean ± std over seeds {args.seeds}", "",
                   "| layers | dims | " + " | ".join(LABELS[m] for m in methods) + " |",
                   "|---:|---:|" + "---:|" * len(methods)]
         for layer, dim in cells:
-            values = [results[m]["cells"].get(f"{layer},{dim}", {}).get(task) for m in methods]
-            trained = [v for m, v in zip(methods, values) if v is not None and m != "base"]
-            best = max(trained) if trained else None
-            row = [("**%.2f**" % v if v == best else "%.2f" % v) if v is not None else "-" for v in values]
+            cell = f"{layer},{dim}"
+            row = []
+            for m in methods:
+                v = values(m, cell, task)
+                row.append("-" if not v else (f"{v[0]:.2f}" if len(v) == 1 else
+                                               f"{np.mean(v):.2f} ± {np.std(v, ddof=1):.2f}"))
             lines.append(f"| {layer} | {dim} | " + " | ".join(row) + " |")
-        means = []
-        for m in methods:
-            vals = [results[m]["cells"].get(f"{layer},{dim}", {}).get(task) for layer, dim in cells]
-            means.append("%.2f" % np.mean(vals) if all(v is not None for v in vals) else "-")
-        lines.append("| mean | | " + " | ".join(means) + " |")
         lines.append("")
-    timing = ["| method | training time (s) |", "|---|---:|"]
+        others = [m for m in ("plain", "2dmse", "smae_starbucks", "separate") if m in methods]
+        if "starbucks" in methods and others:
+            lines += [f"Starbucks minus each method on {task}: difference of the seed means and its paired "
+                      "bootstrap 95% interval over test pairs", "",
+                      "| layers | dims | " + " | ".join(f"Starbucks − {LABELS[m]}" for m in others) + " |",
+                      "|---:|---:|" + "---:|" * len(others)]
+            for layer, dim in cells:
+                cell = f"{layer},{dim}"
+                row = []
+                for m in others:
+                    if len(values(m, cell, task)) != len(args.seeds) or len(values("starbucks", cell, task)) != len(args.seeds):
+                        row.append("-")
+                        continue
+                    other = "plain" if m == "separate" and cell == "6,384" else m
+                    if m == "separate" and cell != "6,384":
+                        d, lo, hi = _bootstrap_separate(results, cell, task, args.seeds)
+                    else:
+                        d, lo, hi = _bootstrap(results, "starbucks", other, cell, task, args.seeds)
+                    row.append(f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]")
+                lines.append(f"| {layer} | {dim} | " + " | ".join(row) + " |")
+            lines.append("")
+    timing = ["| method | mean training time per seed (s) |", "|---|---:|"]
     for m in methods:
-        t = results[m]["train_seconds"]
-        total = sum(t.values()) if isinstance(t, dict) else t
-        note = f" ({len(t)} cells; the full-size cell is the plain run)" if isinstance(t, dict) else ""
-        timing.append(f"| {LABELS[m]} | {total:.0f}{note} |")
-    (args.out / "table.md").write_text("\n".join(lines + timing) + "\n", encoding="utf-8")
+        if m == "base":
+            continue
+        ts = []
+        for seed in args.seeds:
+            t = results.get(f"{m}_s{seed}", {}).get("train_seconds")
+            if t is not None:
+                ts.append(sum(t.values()) if isinstance(t, dict) else t)
+        if ts:
+            timing.append(f"| {LABELS[m]} | {np.mean(ts):.0f} |")
+    text = "\n".join(lines + timing)
+    (args.out / "table.md").write_text(text + "\n", encoding="utf-8")
+    print(text)
 
-    fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 3.4), squeeze=False)
-    values_all = [results[m]["cells"][k]["STSb"] for m in methods for k in results[m]["cells"]]
-    vmin, vmax = min(values_all), max(values_all)
-    for ax, m in zip(axes[0], methods):
-        grid = np.full((len(args.layers), len(args.dims)), np.nan)
-        for i, layer in enumerate(args.layers):
-            for j, dim in enumerate(args.dims):
-                v = results[m]["cells"].get(f"{layer},{dim}", {}).get("STSb")
-                grid[i, j] = np.nan if v is None else v
-        im = ax.imshow(grid, cmap="viridis", vmin=vmin, vmax=vmax, origin="lower")
-        for i in range(grid.shape[0]):
-            for j in range(grid.shape[1]):
-                if not np.isnan(grid[i, j]):
-                    ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center",
-                            color="white" if grid[i, j] < (vmin + vmax) / 2 else "black", fontsize=9)
-        ax.set_xticks(range(len(args.dims)), [str(d) for d in args.dims])
-        ax.set_yticks(range(len(args.layers)), [str(layer) for layer in args.layers])
-        ax.set_xlabel("dims")
-        if ax is axes[0][0]:
-            ax.set_ylabel("layers")
-        ax.set_title(LABELS[m], fontsize=9)
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="STSb test Spearman x 100")
-    fig.suptitle("all-MiniLM-L6-v2 sub-networks (layers x dims) after each training method", fontsize=10)
-    png = args.docs / "img" / "matryoshka_experiment.png"
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=80, bbox_inches="tight")
-    print("\n".join(lines + timing))
+
+def _bootstrap_separate(results: dict, cell: str, task: str, seeds: list[int]) -> tuple[float, float, float]:
+    from experiment_stats import paired_bootstrap
+
+    gold = results["gold"][task]
+    a = [{"kind": "sts", "pred": results[f"starbucks_s{s}"]["preds"][cell][task], "gold": gold} for s in seeds]
+    b = [{"kind": "sts", "pred": results[f"separate_s{s}"]["preds"][cell][task], "gold": gold} for s in seeds]
+    return paired_bootstrap(a, b)
 
 
 def main() -> None:

@@ -14,13 +14,18 @@ Variants (identical recipe apart from the adapter names):
 * ``shared`` -- every task names the same adapter (``adapter: shared``): one LoRA for everything;
 * ``tasks``  -- one LoRA per task (query and passage separate), jina-embeddings-v3 style.
 
+Both variants use embedtrain's default LoRA, jina-embeddings-v3's (rank 4, alpha 1, no dropout, every linear
+layer and embedding matrix), and run once per seed of ``--seeds``.
+
 Evaluation: the offline MTEB harness (local data in ``--data-dir``) with each MTEB task routed to the
-adapter its type maps to (:func:`embedtrain.evaluation.evaluate_checkpoint`): STSBenchmark,
-SICK-R (text-matching), Banking77Classification (classification), SciFact (retrieval.query/passage).
+adapter its type maps to, plus per-item scores for paired bootstrap intervals (examples/experiment_stats.py).
+Retrieval is ``SciFactHalf`` from ``examples/gist_experiment.py prepare`` (pass its ``tasks.yaml`` with
+``--task-config``) or any other retrieval task.
 
 CPU-sized (2 shared cores)::
 
-    OMP_NUM_THREADS=1 nice -n 10 python examples/task_adapters_experiment.py --variants base shared tasks
+    OMP_NUM_THREADS=1 python examples/task_adapters_experiment.py --task-config runs/gist_exp/tasks.yaml
+    python examples/task_adapters_experiment.py --report
 
 Results go to ``--out`` (``results.json`` plus data, recipes, models); the markdown table is printed.
 """
@@ -34,15 +39,19 @@ import os
 import random
 import time
 from collections import defaultdict
+import sys
 from pathlib import Path
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from experiment_stats import comparison_table, evaluate_items, load_json, save_json  # noqa: E402
 
 logger = logging.getLogger("task_adapters_experiment")
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("base", "shared", "tasks")
-EVAL_TASKS = ["STSBenchmark", "SICK-R", "Banking77Classification", "SciFact"]
+EVAL_TASKS = ["STSBenchmark", "SICK-R", "STS12", "STS13", "STS14", "Banking77Classification", "SciFactHalf"]
 
 
 def parse_args() -> argparse.Namespace:
@@ -51,11 +60,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--pairs", type=int, default=1280, help="Training pairs per task.")
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--max-seq-length", type=int, default=128)
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--eval-tasks", nargs="+", default=EVAL_TASKS)
+    p.add_argument("--task-config", type=Path, nargs="*", default=[])
+    p.add_argument("--report", action="store_true")
     p.add_argument("--data-dir", type=Path,
                    default=Path(os.environ.get("EMBEDTRAIN_SHARED_DATA", REPO.parent / "shared" / "data")))
     p.add_argument("--out", type=Path, default=REPO / "runs" / "task_adapters_experiment")
@@ -108,9 +118,8 @@ def build_data(data_dir: Path, out: Path, n: int, seed: int) -> dict[str, Path]:
     return files
 
 
-def recipe_for(variant: str, files: dict[str, Path], args: argparse.Namespace) -> dict:
-    lora = {"r": args.rank, "alpha": 2 * args.rank, "dropout": 0.1,
-            "target_modules": ["query", "key", "value", "dense"]}
+def recipe_for(variant: str, files: dict[str, Path], args: argparse.Namespace, seed: int) -> dict:
+    lora: dict = {}  # embedtrain's default: jina-embeddings-v3's LoRA
     shared = {"adapter": "shared"} if variant == "shared" else {}
     tasks = [
         {"name": "retrieval.query", "aliases": ["query"], "passage_task": "retrieval.passage", "lora": lora, **shared,
@@ -130,8 +139,8 @@ def recipe_for(variant: str, files: dict[str, Path], args: argparse.Namespace) -
         "training": {"per_device_train_batch_size": args.batch_size, "num_train_epochs": args.epochs,
                      "learning_rate": args.lr, "warmup_ratio": 0.1, "logging_steps": 10, "save_strategy": "no",
                      "report_to": "none", "dataloader_pin_memory": False},
-        "output_dir": str(args.out / variant),
-        "seed": args.seed,
+        "output_dir": str(args.out / f"{variant}_s{seed}"),
+        "seed": seed,
     }
 
 
@@ -139,48 +148,58 @@ def main() -> None:
     args = parse_args()
     args.out = args.out.resolve()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from embedtrain.evaluation import evaluate_checkpoint
-    from embedtrain.schema import load_recipe
-    from embedtrain.api import train
+    if not args.report:
+        from embedtrain.api import train
+        from embedtrain.schema import load_recipe
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    results_file = args.out / "results.json"
-    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
-    files = build_data(args.data_dir, args.out / "data", args.pairs, args.seed)
-    for variant in args.variants:
-        entry: dict = {}
-        if variant == "base":
-            checkpoint = "all-MiniLM-L6-v2"
-        else:
-            recipe_path = args.out / f"{variant}.yaml"
-            recipe_path.write_text(yaml.safe_dump(recipe_for(variant, files, args), sort_keys=False))
+        args.out.mkdir(parents=True, exist_ok=True)
+        files = build_data(args.data_dir, args.out / "data", args.pairs, 0)
+        jobs = [("base", 0)] if "base" in args.variants else []
+        jobs += [(v, seed) for seed in args.seeds for v in args.variants if v != "base"]
+        for variant, seed in jobs:
+            key = "base" if variant == "base" else f"{variant}_s{seed}"
+            done = args.out / "results" / f"{key}.json"
+            if done.exists():
+                continue
+            entry: dict = {}
+            if variant == "base":
+                checkpoint = "all-MiniLM-L6-v2"
+            else:
+                recipe_path = args.out / f"{key}.yaml"
+                recipe_path.write_text(yaml.safe_dump(recipe_for(variant, files, args, seed), sort_keys=False))
+                start = time.time()
+                result = train(load_recipe(recipe_path), overwrite=True)
+                entry["train_seconds"] = round(time.time() - start, 1)
+                entry["steps"] = result.global_step
+                checkpoint = str(result.final_dir)
             start = time.time()
-            result = train(load_recipe(recipe_path), overwrite=True)
-            entry["train_seconds"] = round(time.time() - start, 1)
-            entry["steps"] = result.global_step
-            checkpoint = str(result.final_dir)
-        start = time.time()
-        report = evaluate_checkpoint(checkpoint, tasks=args.eval_tasks, data_dir=args.data_dir,
-                                     output=args.out / "eval" / variant, show_progress=False)
-        entry["eval_seconds"] = round(time.time() - start, 1)
-        entry["scores"] = {name: round(s.value, 2) for name, s in report.summary.scores.items()}
-        results[variant] = entry
-        results_file.write_text(json.dumps(results, indent=2) + "\n")
-        logger.info("%s: %s", variant, entry)
-    print(table(results, args.eval_tasks))
+            entry.update(evaluate_items(checkpoint, args.eval_tasks, data_dir=args.data_dir,
+                                        task_configs=args.task_config, output=args.out / "eval" / key))
+            entry["eval_seconds"] = round(time.time() - start, 1)
+            save_json(done, entry)
+            logger.info("%s: %s", key, {k: round(v, 2) for k, v in entry["main"].items()})
+    report(args)
 
 
-def table(results: dict, tasks: list[str]) -> str:
-    lines = ["| model | " + " | ".join(tasks) + " | mean |", "|---" * (len(tasks) + 2) + "|"]
-    for variant in VARIANTS:
-        if variant not in results:
-            continue
-        scores = [results[variant]["scores"].get(t) for t in tasks]
-        known = [s for s in scores if s is not None]
-        cells = ["-" if s is None else f"{s:.2f}" for s in scores]
-        mean = f"{sum(known) / len(known):.2f}" if known else "-"
-        lines.append(f"| {variant} | " + " | ".join(cells) + f" | {mean} |")
-    return "\n".join(lines)
+def report(args: argparse.Namespace) -> None:
+    results = {}
+    for variant in ("shared", "tasks"):
+        runs = [load_json(p) for p in sorted((args.out / "results").glob(f"{variant}_s*.json"))]
+        if runs:
+            results[variant] = runs
+    if not results:
+        return
+    lines = []
+    base = args.out / "results" / "base.json"
+    if base.exists():
+        b = load_json(base)
+        lines += ["base all-MiniLM-L6-v2: " + ", ".join(f"{t} {v:.2f}" for t, v in b["main"].items()), ""]
+    lines.append(comparison_table(results, args.eval_tasks, baseline="shared"))
+    lines += ["", "train seconds: " + ", ".join(
+        f"{v} {sum(r['train_seconds'] for r in rs) / len(rs):.0f}" for v, rs in results.items())]
+    text = "\n".join(lines)
+    (args.out / "report.md").write_text(text + "\n", encoding="utf-8")
+    print(text)
 
 
 if __name__ == "__main__":

@@ -169,3 +169,31 @@ def test_gist_recipe_factories_resolve_the_guide(tiny_model_dir, tmp_path, model
                    model, ctx)
     with pytest.raises(RecipeError, match="cannot train on 'scored_pairs'"):
         check_loss_config(LossConfig(name="cached_gist", params={"guide": "x"}), "scored_pairs", ctx)
+
+
+def test_precomputed_guide_embeddings_give_the_same_loss_as_the_live_guide(tiny_model_dir, tmp_path, model):
+    from sentence_transformers import SentenceTransformer
+
+    from embedtrain.errors import DataError
+    from embedtrain.losses.gist import GuideEmbeddingTable, write_guide_embeddings
+    from embedtrain.schema import LossConfig
+
+    guide = SentenceTransformer(str(tiny_model_dir), device="cpu")
+    guide.eval()
+    model.eval()
+    cols = (["A red car.", "Two  dogs"], ["a RED automobile", "two puppies"], ["a blue bike", "one cat"])
+    table_file = write_guide_embeddings(guide, [t for col in cols for t in col] + ["unused text"],
+                                        tmp_path / "guide.npz")
+    live = MultiNegativeGISTEmbedLoss(model, guide, temperature=0.05)
+    ctx = LossContext(base_dir=tmp_path, data_format="hard_negatives")
+    table = build_loss(LossConfig(name="gist", params={"guide_embeddings": "guide.npz", "temperature": 0.05}),
+                       model, ctx)
+    assert isinstance(table.guide, GuideEmbeddingTable) and not table.must_retokenize
+    feats = _features(model, *cols)
+    torch.testing.assert_close(table(feats, None), live(_features(model, *cols), None))
+    with pytest.raises(DataError, match="not in the guide embeddings table: 'something else'"):
+        table(_features(model, ["something else", "x"], ["y", "z"]), None)
+    with pytest.raises(RecipeError, match="either 'guide'"):
+        check_loss_config(LossConfig(name="gist", params={"guide": "a", "guide_embeddings": "b"}), "pairs", ctx)
+    with pytest.raises(RecipeError, match="guide embeddings file not found"):
+        check_loss_config(LossConfig(name="gist", params={"guide_embeddings": "nope.npz"}), "pairs", ctx)

@@ -88,7 +88,11 @@ def test_matryoshka2d_trains_full_model_and_one_sampled_sub_network(tiny4, inner
     value, grads = step(model, loss)
     assert torch.isfinite(torch.tensor(value))
     assert set(loss.last_parts["inner"]) == {(4, 32), (1, 8), (4, 8), (1, 32)}
-    assert set(loss.last_parts["kl"]) == {(1, 8), (4, 8), (1, 32)}
+    # 2DMSE's KL (sentence-transformers / AnglE): one term per drawn layer, at full width
+    assert set(loss.last_parts["kl"]) == {(1, 32)}
+    similarity = build(model, "matryoshka2d", inner, {"layers": [1], "dims": [8], "kl": "similarity"})
+    step(model, similarity)
+    assert set(similarity.last_parts["kl"]) == {(1, 8), (4, 8), (1, 32)}
     assert layers_with_grad(grads) == {0, 1, 2, 3}
 
 

@@ -372,3 +372,44 @@ def test_two_real_processes_hold_the_same_table_after_a_round(tmp_path):
     changed = [r for r in range(8) if (r0["ids"][r] != table.current_ids[r]).any()]
     assert changed == [2, 7]  # union of what both ranks read: rows 0, 1, 2, 3, 7; easy: 2 and 7
     assert r0["scored"].tolist() == [0, 2, 7] and r1["scored"].tolist() == [1, 3]
+
+
+def test_conan_window_is_the_default_and_a_negative_found_easy_is_never_picked_again():
+    from embedtrain.mining.collective import LocalCollective
+
+    cfg = DynamicMiningConfig(source="retrieve", scope="all")
+    assert (cfg.range_min, cfg.range_max, cfg.window) == (10, 100, "conan")  # Conan: skip the top 10
+    others = [f"c{i}" for i in range(30)]
+    table = NegativeTable("conan", ["q"], ["p"], [["c10", "c11"]], 2, extra_texts=others)  # set 1 = ranks 10, 11
+    angles = {"q": 0.0, "p": 0.5, **{f"c{i}": 1.0 + i for i in range(30)}}
+    model = LookupModel(angles)
+    scores = ScriptedScores({0: 0.9})
+    miner = DynamicMiner(table, cfg, scorer_factory=scores, retriever=Retriever(table, range(len(table.texts)), cfg))
+    miner.initialize(model)
+    scores.scores[0] = 0.1
+    miner.run_round(model, step=1)
+    assert table.negatives(0) == ["c12", "c13"]  # set 2: ranks [(2-1)*2+10, 2*2+10) = [12, 14)
+    # the model moves c10 (found easy in round 1) down to rank 14, the start of set 3's window [14, 16)
+    angles["c10"] = 15.5
+    scores.scores[0] = 0.01
+    miner.run_round(model, step=2)
+    assert table.negatives(0) == ["c15", "c16"]  # c10 is passed over: never picked again for this row
+    assert table.retired[0] == {table.id_of(t) for t in ("c10", "c11", "c12", "c13")}
+    fixed = DynamicMiningConfig(source="retrieve", scope="all", window="fixed")
+    picked = Retriever(table, range(len(table.texts)), fixed)(model, [0], LocalCollective())[0]
+    # fixed window: the best of ranks [10, 100) not used before (c10..c13 retired, c15/c16 current)
+    assert [table.texts[j] for j in picked] == ["c14", "c17"]
+
+
+def test_candidates_source_retires_easy_negatives_and_the_state_keeps_them(tmp_path):
+    table = make_table(rows=2, n=2, candidates=2)
+    scores = ScriptedScores({0: 0.6, 1: 0.6})
+    miner = DynamicMiner(table, DynamicMiningConfig(scope="all"), scorer_factory=scores)
+    miner.initialize(model=None)
+    scores.scores[0] = 0.2
+    miner.run_round(model=None, step=1)
+    assert table.retired[0] == {table.id_of("neg 0.0"), table.id_of("neg 0.1")} and table.retired[1] == set()
+    path = table.save(tmp_path / "state.npz")
+    other = make_table(rows=2, n=2, candidates=2)
+    other.load(path)
+    assert other.retired == table.retired

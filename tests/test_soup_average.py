@@ -163,3 +163,45 @@ def test_soup_cli_reports_held_out_scores(three, tmp_path, write_jsonl, capsys):
     assert set(info["individual_scores"]) == {str(p) for p in three} and info["metric"] == "dev.jsonl"
     with pytest.raises(SystemExit):
         run_app(["soup", str(three[0]), str(tmp_path / "one")])
+
+
+def test_greedy_soup_reports_a_held_out_split_separately_from_its_selection_split(three, tmp_path):
+    """Greedy picks on one metric; the report metric scores every ingredient and the soup on another."""
+    selection_calls, report_calls = [], []
+
+    def selection(model) -> float:
+        selection_calls.append(1)
+        return model[0].auto_model.embeddings.word_embeddings.weight[0, 0].item()
+
+    def report(model) -> float:
+        report_calls.append(1)
+        return model[0].auto_model.embeddings.word_embeddings.weight[1, 0].item()
+
+    result = make_soup(three, tmp_path / "g", method="greedy", metric=selection, metric_name="dev",
+                       report_metrics={"test": report})
+    assert set(result.report) == {"test"}
+    assert set(result.report["test"]) == {*map(str, three), "soup"}
+    soup = load_model(tmp_path / "g", device="cpu")
+    expected = soup[0].auto_model.embeddings.word_embeddings.weight[1, 0].item()
+    assert result.report["test"]["soup"] == pytest.approx(expected, abs=1e-6)  # the saved soup, on the report split
+    assert len(report_calls) == len(three) + 1
+    info = json.loads((tmp_path / "g" / "soup.json").read_text())
+    assert info["report"] == result.report and info["soup_score"] == result.soup_score
+
+
+def test_soup_cli_eval_held_out_is_a_separate_split(three, tmp_path, write_jsonl, capsys):
+    from embedtrain.cli.app import run_app
+
+    dev = write_jsonl([{"sentence1": f"a cat {i} sits", "sentence2": f"a dog {i} runs", "score": i % 5}
+                       for i in range(20)], "dev.jsonl")
+    test = write_jsonl([{"sentence1": f"the bird {i} flies", "sentence2": f"a fish {i} swims", "score": i % 4}
+                        for i in range(20)], "test.jsonl")
+    run_app(["soup", *map(str, three), str(tmp_path / "cli"), "--method", "greedy", "--held-out", str(dev),
+             "--eval-held-out", str(test)])
+    printed = capsys.readouterr().out
+    assert "test.jsonl (held out from selection" in printed
+    info = json.loads((tmp_path / "cli" / "soup.json").read_text())
+    assert set(info["report"]["test.jsonl"]) == {*map(str, three), "soup"}
+    with pytest.raises(SystemExit):  # the report split may not be the selection split
+        run_app(["soup", *map(str, three), str(tmp_path / "cli2"), "--method", "greedy", "--held-out", str(dev),
+                 "--eval-held-out", str(dev)])

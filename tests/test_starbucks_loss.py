@@ -127,13 +127,15 @@ def test_scored_pairs_with_cosent(tiny4):
     assert any(layer_of(n) == 0 and g.abs().sum() > 0 for n, g in grads.items())
 
 
-def test_pair_weights_weight_the_inner_losses(tiny4):
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_pair_weights_weight_the_inner_losses(tiny4, reduction):
     model = fresh_model(tiny4)
     loss = build(model, {"name": "mnrl"}, params={"pairs": [[1, 8], [4, 32]], "weights": [3.0, 1.0],
-                                                  "kl_weight": 0.0})
+                                                  "kl_weight": 0.0, "reduction": reduction})
     value, _ = step(model, loss)
     parts = loss.last_parts["inner"]
-    assert value == pytest.approx((3 * parts[(1, 8)] + parts[(4, 32)]) / 4, rel=1e-5)
+    weighted = 3 * parts[(1, 8)] + parts[(4, 32)]  # the paper sums; mean divides by the sum of the weights
+    assert value == pytest.approx(weighted if reduction == "sum" else weighted / 4, rel=1e-5)
 
 
 def test_model_forward_is_restored_after_a_step(tiny4):

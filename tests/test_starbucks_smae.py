@@ -10,7 +10,7 @@ from sentence_transformers import SentenceTransformer
 from embedtrain.api import train
 from embedtrain.cli.app import run_app
 from embedtrain.errors import DataError, RecipeError
-from embedtrain.models.mlm_head import mlm_head_parts, sliced_mlm_logits
+from embedtrain.models.mlm_head import mlm_head_parts, subdim_mlm_logits
 from embedtrain.schema import SmaeRecipe, load_recipe
 from embedtrain.schema.recipe import recipe_stage
 from embedtrain.train.smae import SubnetworkMLMObjective, build_mlm_model
@@ -30,18 +30,19 @@ def smae_recipe(tmp_path, model_dir, **extra):
     return write_recipe(tmp_path / "smae.yaml", recipe)
 
 
-def test_sliced_head_at_full_width_is_the_models_own_head(tiny4):
+def test_subdim_head_is_the_reference_head_on_the_first_d_dims(tiny4):
     mlm = build_mlm_model(tiny4)
     mlm.eval()
     hidden = torch.randn(5, 32)
     parts = mlm_head_parts(mlm)
-    torch.testing.assert_close(sliced_mlm_logits(parts, hidden, 32), mlm.cls(hidden), rtol=1e-5, atol=1e-5)
-    small = sliced_mlm_logits(parts, hidden, 8)
+    torch.testing.assert_close(subdim_mlm_logits(parts, hidden, 32), mlm.cls(hidden), rtol=1e-5, atol=1e-5)
+    small = subdim_mlm_logits(parts, hidden, 8)
     assert small.shape == (5, mlm.config.vocab_size)
-    # the sub-head only reads the first 8 dims
-    changed = hidden.clone()
-    changed[:, 8:] = 0
-    torch.testing.assert_close(sliced_mlm_logits(parts, changed, 8), small)
+    # Starbucks' head: the first 8 input columns of the dense layer (full bias, all 32 outputs), then the full
+    # LayerNorm and decoder -- the model's own head on the hidden state with dims 9..32 zeroed
+    zeroed = hidden.clone()
+    zeroed[:, 8:] = 0
+    torch.testing.assert_close(small, mlm.cls(zeroed), rtol=1e-5, atol=1e-5)
 
 
 def test_objective_scores_every_pair_and_reaches_the_right_layers(tiny4):
@@ -53,7 +54,7 @@ def test_objective_scores_every_pair_and_reaches_the_right_layers(tiny4):
     labels[:, 3] = ids[:, 3]
     out = mlm(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels)
     out.loss.backward()
-    assert torch.isfinite(out.loss) and objective.counts == 1 and set(objective.sums) == {(1, 8), (2, 16)}
+    assert torch.isfinite(out.loss) and objective.counts == 1 and set(objective.mean_losses()) == {(1, 8), (2, 16)}
     layer_grads = {i: mlm.bert.encoder.layer[i].attention.self.query.weight.grad for i in range(4)}
     assert layer_grads[0].abs().sum() > 0 and layer_grads[1].abs().sum() > 0
     assert layer_grads[2] is None or layer_grads[2].abs().sum() == 0  # no pair uses layers 3-4
@@ -115,3 +116,90 @@ def test_smae_text_column_missing_is_a_data_error(tmp_path, tiny4):
     write_rows(tmp_path / "texts.jsonl", [{"title": "no text column here"}])
     with pytest.raises(DataError, match="missing column for 'text'"):
         train(path)
+
+
+def test_mae_decoder_loss_follows_the_starbucks_reference(tiny4):
+    """Per pair (MLM + MAE) / 2, where MAE = the full MLM head on one decoder layer over the decoder input
+    whose first token is the head-transformed, D-cut CLS state of the pair (computed here independently)."""
+    from transformers.masking_utils import create_bidirectional_mask
+
+    torch.manual_seed(0)
+    mlm = build_mlm_model(tiny4)
+    mlm.eval()
+    layer0 = {k: v.clone() for k, v in mlm.bert.encoder.layer[0].state_dict().items()}
+    objective = SubnetworkMLMObjective(mlm, [(1, 8), (4, 32)], mae=True)
+    objective.install(mlm)
+    decoder = mlm.smae_decoder
+    assert decoder is not mlm.bert.encoder.layer[0]  # its own weights, initialised from layer 1
+    for k, v in decoder.state_dict().items():
+        torch.testing.assert_close(v, layer0[k])
+    ids = torch.randint(1000, 2000, (3, 9))
+    ids[:, 0] = 101
+    mask = torch.ones_like(ids)
+    mask[2, 7:] = 0
+    labels = torch.full_like(ids, -100)
+    labels[:, 3] = ids[:, 3]
+    dec_ids, dec_labels = ids.clone(), torch.full_like(ids, -100)
+    dec_ids[:, [2, 3, 5]] = 103
+    dec_labels[:, [2, 3, 5]] = ids[:, [2, 3, 5]]
+    out = mlm(input_ids=ids, attention_mask=mask, labels=labels, decoder_input_ids=dec_ids, decoder_labels=dec_labels)
+    with torch.no_grad():
+        hidden = mlm.bert(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        emb = mlm.bert.embeddings(input_ids=dec_ids)
+        ext = create_bidirectional_mask(config=mlm.config, inputs_embeds=emb, attention_mask=mask)
+        expected = 0.0
+        for layer, dim in [(1, 8), (4, 32)]:
+            padded = torch.zeros_like(hidden[layer])
+            padded[..., :dim] = hidden[layer][..., :dim]
+            mlm_loss = torch.nn.functional.cross_entropy(mlm.cls(padded)[labels != -100], labels[labels != -100])
+            x = emb.clone()
+            x[:, :1] = mlm.cls.predictions.transform(padded[:, :1])
+            y = decoder(x, ext)
+            y = y[0] if isinstance(y, tuple) else y
+            sel = dec_labels != -100
+            mae_loss = torch.nn.functional.cross_entropy(mlm.cls(y)[sel], dec_labels[sel])
+            expected += (mlm_loss + mae_loss) / 2 / 2
+    assert float(out.loss) == pytest.approx(float(expected), rel=1e-4)
+    out.loss.backward()
+    assert decoder.attention.self.query.weight.grad.abs().sum() > 0  # the decoder layer trains
+    assert set(objective.mean_mae_losses()) == {(1, 8), (4, 32)}
+
+
+def test_whole_word_masks_nest_the_encoder_in_the_decoder_at_the_paper_rates(tiny4):
+    from transformers import AutoTokenizer
+
+    from embedtrain.train.smae_masking import SmaeCollator, tokenize_for_smae
+
+    tok = AutoTokenizer.from_pretrained(str(tiny4))
+    texts = ["unbelievably, the photosynthesis researchers characterised extraordinary phenomena " * 3] * 40
+    rows = tokenize_for_smae(tok, texts, 128)
+    batch = SmaeCollator(tok, 0.2, 0.4, whole_word=True, seed=3)(
+        [{k: rows[k][i] for k in rows} for i in range(len(texts))])
+    enc, dec = batch["labels"] != -100, batch["decoder_labels"] != -100
+    assert not (enc & ~dec).any()  # every encoder-masked token is masked for the decoder too
+    n = batch["attention_mask"].sum(1).float()
+    assert abs(float((enc.sum(1) / n).mean()) - 0.2) < 0.03 and abs(float((dec.sum(1) / n).mean()) - 0.4) < 0.03
+    special = torch.tensor(rows["special_tokens_mask"])
+    assert not (dec & special.bool()).any()
+    for i in range(len(texts)):  # whole words: a masked piece's word is masked entirely
+        words = rows["word_ids"][i]
+        for kind in (enc, dec):
+            masked_words = {words[p] for p in range(len(words)) if kind[i, p]}
+            assert all(bool(kind[i, p]) == (words[p] in masked_words) for p in range(len(words)) if words[p] >= 0)
+    # labels hold the original tokens at masked positions; ~80% of those inputs are [MASK]
+    ids = torch.tensor(rows["input_ids"])
+    assert torch.equal(batch["labels"][enc], ids[enc]) and torch.equal(batch["decoder_labels"][dec], ids[dec])
+    share = float((batch["decoder_input_ids"][dec] == tok.mask_token_id).float().mean())
+    assert 0.7 < share < 0.9
+
+
+def test_smae_stage_with_mae_saves_the_decoder_in_checkpoints_not_in_final(tmp_path, tiny4):
+    from safetensors.torch import load_file
+
+    result = train(load_recipe(smae_recipe(tmp_path, tiny4)))
+    assert set(result.details["pair_mae_losses"]) == {(1, 8), (2, 16), (4, 32)}
+    ckpt = load_file(str(result.output_dir / "checkpoint-3" / "model.safetensors"))
+    assert any(k.startswith("smae_decoder.") for k in ckpt)
+    final_files = [p.name for p in result.final_dir.rglob("*.safetensors")]
+    final = load_file(str(next(result.final_dir.rglob("model.safetensors"))))
+    assert final_files and not any("smae_decoder" in k or k.startswith("cls.") for k in final)

@@ -31,6 +31,22 @@ def is_task_checkpoint(path: str | Path) -> bool:
     return any(m.get("type") == MODULE_CLASS for m in modules_json(path))
 
 
+def linear_and_embedding_modules(hf_model) -> list[str]:
+    """Names of every ``nn.Linear`` and ``nn.Embedding`` of ``hf_model`` except the pooler (not part of the
+    sentence embedding): the LoRA targets of jina-embeddings-v3."""
+    from torch import nn
+
+    names = []
+    for name, mod in hf_model.named_modules():
+        parts = name.split(".")
+        if not isinstance(mod, (nn.Linear, nn.Embedding)) or "pooler" in parts:
+            continue
+        if any(p.startswith("lora_") for p in parts):  # the LoRA matrices of an adapter added before
+            continue
+        names.append(name[: -len(".base_layer")] if name.endswith(".base_layer") else name)
+    return list(dict.fromkeys(names))
+
+
 def attach_tasks(model: SentenceTransformer, tasks: list[TaskConfig]) -> TaskAdapterTransformer:
     """Give ``model`` (a plain sentence-transformer) one LoRA adapter per task, in place.
 
@@ -49,9 +65,13 @@ def attach_tasks(model: SentenceTransformer, tasks: list[TaskConfig]) -> TaskAda
     if not isinstance(first.model, PeftAdapterMixin):
         raise CheckpointError(f"{type(first.model).__name__} does not support peft adapters")
     module = TaskAdapterTransformer.from_transformer(first)
+    every_module = linear_and_embedding_modules(first.model)
     for task in tasks:
-        module.add_task(task.name, adapter=task.adapter_name, prompt=task.prompt,
-                        lora_config=task.lora.to_peft(), aliases=task.aliases)
+        config = task.lora.to_peft()
+        if config.target_modules is None:  # jina-embeddings-v3: every linear layer and embedding matrix
+            config.target_modules = list(every_module)
+        module.add_task(task.name, adapter=task.adapter_name, prompt=task.prompt, lora_config=config,
+                        aliases=task.aliases)
     from embedtrain.adapters.mteb_map import mteb_map_for
 
     module.mteb_map = mteb_map_for(tasks)

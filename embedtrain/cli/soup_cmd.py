@@ -35,6 +35,12 @@ def soup(
                                            help="YAML defining local tasks for --mteb-task (repeatable)."),
     task: str | None = typer.Option(None, "--task", help="Task-adapter models: score under this task."),
     max_samples: int | None = typer.Option(None, "--max-samples", min=1, help="Use the first N held-out pairs."),
+    eval_held_out: Path | None = typer.Option(None, "--eval-held-out",
+                                              help="Scored-pairs file scored for every checkpoint and the soup "
+                                                   "(report only; a split other than --held-out)."),
+    eval_mteb_task: str | None = typer.Option(None, "--eval-mteb-task",
+                                              help="Offline MTEB task(s), comma-separated, scored for every "
+                                                   "checkpoint and the soup (report only)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it already holds files."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
                                            help="Allow the checkpoint folders to run their own code."),
@@ -43,18 +49,28 @@ def soup(
     from embedtrain import api
 
     *checkpoints, output = paths
+    eval_tasks = [t.strip() for t in eval_mteb_task.split(",") if t.strip()] if eval_mteb_task else []
     result = api.soup(checkpoints, output, method=method, weights=_weights(weights), held_out=held_out,
                       mteb_task=mteb_task, data_dir=data_dir, task_configs=task_config or [], task=task,
-                      max_samples=max_samples, overwrite=overwrite,
-                      trust_remote_code=trust_remote_code)
+                      max_samples=max_samples, eval_held_out=eval_held_out, eval_mteb_tasks=eval_tasks,
+                      overwrite=overwrite, trust_remote_code=trust_remote_code)
     metric_name = held_out.name if held_out else mteb_task
     table = Table(title=f"{result.method} soup -> {result.output}")
-    for col in ("checkpoint", "weight", f"{metric_name or 'held-out'} alone"):
+    for col in ("checkpoint", "weight", f"{metric_name or 'held-out'} alone (selection)", *result.report):
         table.add_column(col)
     weights_of = dict(zip(result.members, result.weights))
+
+    def cell(score: float | None) -> str:
+        return "-" if score is None else f"{score:.2f}"
+
     for ckpt in checkpoints:
-        score = result.individual_scores.get(str(ckpt))
-        table.add_row(str(ckpt), f"{weights_of.get(str(ckpt), 0.0):.3f}", "-" if score is None else f"{score:.2f}")
+        name = str(ckpt)
+        table.add_row(name, f"{weights_of.get(name, 0.0):.3f}", cell(result.individual_scores.get(name)),
+                      *(cell(scores.get(name)) for scores in result.report.values()))
+    table.add_row("soup", "", cell(result.soup_score), *(cell(scores.get("soup")) for scores in result.report.values()))
     out.print(table)
     if result.soup_score is not None:
-        out.print(f"soup: {result.soup_score:.2f} on {metric_name}")
+        out.print(f"soup: {result.soup_score:.2f} on {metric_name} (the selection metric)")
+    for name, scores in result.report.items():
+        best = max(v for k, v in scores.items() if k != "soup")
+        out.print(f"soup: {scores['soup']:.2f} on {name} (held out from selection; best single checkpoint {best:.2f})")

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 from embedtrain.losses.matryoshka import checked_choices
 from embedtrain.losses.registry import ANY_FORMAT, register_loss
-from embedtrain.losses.subnetwork_loss import SubnetworkLoss
+from embedtrain.losses.subnetwork_kl import KLForm
+from embedtrain.losses.subnetwork_loss import Reduction, SubnetworkLoss
 from embedtrain.models.subnetworks import Pair, SubnetworkEmbedder, default_dims, default_layers
 
 if TYPE_CHECKING:
@@ -50,7 +51,15 @@ class Matryoshka2dLoss(SubnetworkLoss):
         inner: the wrapped loss.
         layers / dims: the choices to sample from (default: the Starbucks lists scaled to the model).
         marginals: also train the drawn dim at full depth and the drawn depth at full width (as the paper).
-        kl_weight / kl_temperature: weight and temperature of the alignment term.
+        kl: the alignment term (:mod:`embedtrain.losses.subnetwork_kl`). Default ``layer_embeddings``, the
+            2DMSE form of sentence-transformers' ``Matryoshka2dLoss`` / AnglE: KL between the softmax over
+            the embedding dimensions of the drawn layer (full width) and of the last layer, at
+            ``kl_temperature`` (default 0.3; AnglE uses 1.0), multiplied by the temperature, teacher detached.
+            Alternatives: ``truncated_embeddings``, ``scores``, ``similarity`` (embedtrain's earlier form).
+        kl_weight / kl_temperature: ``null`` = the form's default (weight 1, T 0.3 for ``layer_embeddings``).
+        kl_detach_teacher: the full model gets no gradient from the KL term (default true).
+        reduction: ``sum`` (sentence-transformers / the paper: the losses of every trained sub-network and
+            the KL terms add up) or ``mean`` (divided by their number: the scale of plain training).
 
     Inputs: whatever the inner loss takes.
 
@@ -72,10 +81,12 @@ class Matryoshka2dLoss(SubnetworkLoss):
 
     @classmethod
     def from_recipe(cls, model, ctx: LossContext, *, layers: list[int] | None = None, dims: list[int] | None = None,
-                    marginals: bool = True, kl_weight: float = 1.0, kl_temperature: float = 0.05):
+                    marginals: bool = True, kl: KLForm = "layer_embeddings", kl_weight: float | None = None,
+                    kl_temperature: float | None = None, kl_detach_teacher: bool = True,
+                    reduction: Reduction = "sum"):
         n, full = SubnetworkEmbedder(model).full_pair
         layers = checked_choices(ctx, "layers", layers if layers is not None else default_layers(n), n, "layers")
         dims = checked_choices(ctx, "dims", dims if dims is not None else default_dims(full), full, "dims")
         picker = TwoDPicker(layers, dims, n, full, marginals)
-        return cls(model, ctx.build_inner(model), picker, kl_weight=kl_weight, kl_temperature=kl_temperature,
-                   name="matryoshka2d")
+        return cls(model, ctx.build_inner(model), picker, kl=kl, kl_weight=kl_weight, kl_temperature=kl_temperature,
+                   kl_detach_teacher=kl_detach_teacher, reduction=reduction, name="matryoshka2d")

@@ -9,14 +9,27 @@ any data the inner loss takes (hard negatives included); see :mod:`embedtrain.lo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from embedtrain.losses.registry import ANY_FORMAT, register_loss
-from embedtrain.losses.subnetwork_loss import SubnetworkLoss
+from embedtrain.losses.subnetwork_loss import Reduction, SubnetworkLoss
 from embedtrain.models.subnetworks import Pair, SubnetworkEmbedder, default_pairs, validate_pairs
 
 if TYPE_CHECKING:
     from embedtrain.losses.build import LossContext
+
+StarbucksKL = Literal["auto", "layer_embeddings", "truncated_embeddings", "scores", "similarity"]
+
+
+def starbucks_kl_form(kl: str, data_format: str | None) -> str:
+    """``auto``: the form of the Starbucks reference code for this kind of data.
+
+    Scored pairs (STS) -> ``truncated_embeddings`` (``sts/starbucks_loss.py``); pairs, triplets and hard
+    negatives (retrieval) -> ``scores`` (``retrieval/modeling.py``).
+    """
+    if kl != "auto":
+        return kl
+    return "truncated_embeddings" if data_format == "scored_pairs" else "scores"
 
 
 class FixedPairs:
@@ -40,7 +53,18 @@ class StarbucksLoss(SubnetworkLoss):
         inner: the wrapped loss.
         pairs: ``[[layers, dims], ...]`` from small to large (default: the paper's list scaled to the model).
         weights: one weight per pair (default: equal).
-        kl_weight / kl_temperature: weight and temperature of the alignment term.
+        kl: the alignment term (:mod:`embedtrain.losses.subnetwork_kl`). Default ``auto``, the form of the
+            Starbucks reference code for the data: on scored pairs (STS) ``truncated_embeddings`` (KL between
+            the softmax over the first ``d`` dims of each sub-network and of the full model, weight 0.3); on
+            contrastive data (retrieval) ``scores`` (KL between the in-batch dot-product score distributions,
+            T=1, weight 1). Alternatives: ``layer_embeddings`` (2DMSE), ``similarity`` (embedtrain's earlier
+            form: cosine similarities at T=0.05).
+        kl_weight / kl_temperature: ``null`` = the form's default.
+        kl_detach_teacher: the full model gets no gradient from the KL terms (default true; the Starbucks
+            STS code keeps that gradient, as sentence-transformers' ``AdaptiveLayerLoss`` did before it
+            detached its teacher: set false to reproduce it exactly).
+        reduction: ``sum`` (the paper: the inner losses of all pairs and the KL terms add up) or ``mean``
+            (divided by the number of terms, resp. the sum of the weights: the scale of plain training).
 
     Inputs: whatever the inner loss takes.
 
@@ -62,7 +86,9 @@ class StarbucksLoss(SubnetworkLoss):
 
     @classmethod
     def from_recipe(cls, model, ctx: LossContext, *, pairs: list[list[int]] | None = None,
-                    weights: list[float] | None = None, kl_weight: float = 1.0, kl_temperature: float = 0.05):
+                    weights: list[float] | None = None, kl: StarbucksKL = "auto", kl_weight: float | None = None,
+                    kl_temperature: float | None = None, kl_detach_teacher: bool = True,
+                    reduction: Reduction = "sum"):
         n, full = SubnetworkEmbedder(model).full_pair
         try:
             checked = validate_pairs(pairs, n, full) if pairs is not None else default_pairs(n, full)
@@ -72,6 +98,6 @@ class StarbucksLoss(SubnetworkLoss):
             raise ctx.error(f"weights has {len(weights)} values for {len(checked)} pairs", "params.weights")
         if weights is not None and any(w < 0 for w in weights):
             raise ctx.error("weights must be >= 0", "params.weights")
-        return cls(model, ctx.build_inner(model), FixedPairs(checked), kl_weight=kl_weight,
-                   kl_temperature=kl_temperature, weights=dict(zip(checked, weights)) if weights else None,
-                   name="starbucks")
+        return cls(model, ctx.build_inner(model), FixedPairs(checked), kl=starbucks_kl_form(kl, ctx.data_format),
+                   kl_weight=kl_weight, kl_temperature=kl_temperature, kl_detach_teacher=kl_detach_teacher,
+                   reduction=reduction, weights=dict(zip(checked, weights)) if weights else None, name="starbucks")

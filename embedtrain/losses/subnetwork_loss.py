@@ -14,53 +14,33 @@ then evaluates the wrapped loss once per sub-network on those precomputed embedd
   split that tensor and score each sub-network. The cached gradient is then the gradient wrt. all
   sub-networks at once, and the replayed mini-batch forward back-propagates it through every layer.
 
-Loss = ``sum_i w_i * inner(sub_i) / sum_i w_i + kl_weight * mean_i KL_i``, where ``KL_i`` is the
-KL divergence from the full model's in-batch similarity distribution (teacher, no gradient) to
-sub-network ``i``'s: rows are the anchors (first column), candidates all other columns (positives and
-hard negatives; the anchors themselves for one-column data), cosine similarity over
-``kl_temperature``. It is exactly zero for the full model itself.
+Loss (``reduction: sum``, the papers' form) = ``sum_i w_i * inner(sub_i) + kl_weight * sum_k KL_k``; with
+``reduction: mean`` both sums are divided by their number of terms (``sum_i w_i`` for the inner losses), which
+keeps the scale of plain training with the inner loss. The KL terms ``KL_k`` compare sub-networks with the
+full model in one of the forms of :mod:`embedtrain.losses.subnetwork_kl` (per trained sub-network, or per
+trained layer for ``layer_embeddings``); a term that is identically zero (the full model itself, or a
+full-depth sub-network under ``truncated_embeddings``) is not computed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from sentence_transformers.base.losses.gradcache import uses_gradient_cache
 from sentence_transformers.base.losses.merged_forward import column_merging_disabled
 from torch import Tensor, nn
 
+from embedtrain.losses.subnetwork_kl import DEFAULTS, KL_FORMS, kl_term, similarity_kl
 from embedtrain.models.subnetworks import Pair, SubnetworkEmbedder
 
 #: Returns the sub-networks to train this step (``(layers, dim)``, full model included if wanted).
 PairPicker = Callable[[], Sequence[Pair]]
+Reduction = Literal["sum", "mean"]
 
-
-def similarity_kl(teacher: Sequence[Tensor], student: Sequence[Tensor], temperature: float,
-                  chunk: int | None = None) -> Tensor:
-    """KL(teacher || student) of in-batch similarity distributions, averaged over anchor rows.
-
-    ``teacher``/``student`` are per-column embeddings (column 0 = anchors). The teacher is detached.
-    """
-    def split(cols: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-        anchors = F.normalize(cols[0], dim=-1)
-        candidates = torch.cat(list(cols[1:]), dim=0) if len(cols) > 1 else cols[0]
-        return anchors, F.normalize(candidates, dim=-1)
-
-    t_anchor, t_cand = split([c.detach() for c in teacher])
-    s_anchor, s_cand = split(student)
-    rows = s_anchor.size(0)
-    chunk = chunk or rows
-    total = s_anchor.new_zeros(())
-    for begin in range(0, rows, chunk):
-        end = min(begin + chunk, rows)
-        target = F.log_softmax(t_anchor[begin:end] @ t_cand.T / temperature, dim=-1)
-        pred = F.log_softmax(s_anchor[begin:end] @ s_cand.T / temperature, dim=-1)
-        total = total + F.kl_div(pred, target, reduction="sum", log_target=True)
-    return total / rows
+__all__ = ["PairPicker", "Reduction", "SubnetworkLoss", "forward_answered_by", "similarity_kl"]
 
 
 @contextmanager
@@ -79,27 +59,49 @@ def forward_answered_by(model: nn.Module, fn: Callable[..., dict[str, Any]]) -> 
 
 
 class SubnetworkLoss(nn.Module):
-    """Wrap ``inner`` so that it trains every sub-network returned by ``picker`` each step."""
+    """Wrap ``inner`` so that it trains every sub-network returned by ``picker`` each step.
 
-    def __init__(self, model: Any, inner: nn.Module, picker: PairPicker, *, kl_weight: float = 1.0,
-                 kl_temperature: float = 0.3, weights: dict[Pair, float] | None = None,
+    Args:
+        model / inner / picker: the model, the wrapped loss, and what to train each step.
+        kl: the KL form (:data:`embedtrain.losses.subnetwork_kl.KL_FORMS`).
+        kl_weight / kl_temperature: ``None`` = the form's paper default.
+        kl_detach_teacher: the full model gets no gradient from the KL terms.
+        reduction: ``sum`` (the papers) or ``mean`` over the sub-networks (inner losses and KL terms).
+        weights: per-pair weights of the inner losses (default 1).
+    """
+
+    def __init__(self, model: Any, inner: nn.Module, picker: PairPicker, *, kl: str = "similarity",
+                 kl_weight: float | None = None, kl_temperature: float | None = None, kl_detach_teacher: bool = True,
+                 reduction: Reduction = "sum", weights: dict[Pair, float] | None = None,
                  name: str = "subnetwork") -> None:
         super().__init__()
+        if kl not in KL_FORMS:
+            raise ValueError(f"kl must be one of {list(KL_FORMS)}, got '{kl}'")
+        defaults = DEFAULTS[kl]
+        kl_weight = defaults.weight if kl_weight is None else kl_weight
+        kl_temperature = defaults.temperature if kl_temperature is None else kl_temperature
         if kl_temperature <= 0:
             raise ValueError("kl_temperature must be > 0")
         if kl_weight < 0:
             raise ValueError("kl_weight must be >= 0")
+        if reduction not in ("sum", "mean"):
+            raise ValueError(f"reduction must be 'sum' or 'mean', got '{reduction}'")
         self.model = model
         self.loss = inner
         self.picker = picker
+        self.kl = kl
         self.kl_weight = float(kl_weight)
         self.kl_temperature = float(kl_temperature)
+        self.kl_detach_teacher = bool(kl_detach_teacher)
+        self.reduction = reduction
         self.weights = dict(weights or {})
         self.name = name
         self.embedder = SubnetworkEmbedder(model)
         self.uses_gradient_cache = uses_gradient_cache(inner)
-        #: Sub-networks of the step in progress (trained) and all that are embedded (+ the teacher).
+        #: Sub-networks of the step in progress (trained), the KL terms (log key, compared sub-network),
+        #: and every sub-network that is embedded (trained + KL students + the teacher).
         self._trained: list[Pair] = []
+        self._kl_terms: list[tuple[Pair, Pair]] = []
         self._embedded: list[Pair] = []
         #: Last step's parts as detached tensors (no device sync in the training step); read them
         #: as floats through :attr:`last_parts`.
@@ -112,10 +114,25 @@ class SubnetworkLoss(nn.Module):
         trained = list(dict.fromkeys(tuple(p) for p in self.picker()))
         if not trained:
             raise ValueError(f"{self.name}: no sub-network to train this step")
-        full = self.embedder.full_pair
         self._trained = trained
-        self._embedded = trained + ([full] if full not in trained and self.kl_weight > 0 else [])
+        self._kl_terms = self._plan_kl(trained)
+        full = self.embedder.full_pair
+        students = [s for _, s in self._kl_terms]
+        teacher = [full] if self._kl_terms else []
+        self._embedded = list(dict.fromkeys(trained + students + teacher))
         self._parts = {"inner": {}, "kl": {}}
+
+    def _plan_kl(self, trained: list[Pair]) -> list[tuple[Pair, Pair]]:
+        """The KL terms of a step: ``(log key, sub-network compared with the full model)``."""
+        if self.kl_weight == 0:
+            return []
+        n, width = self.embedder.full_pair
+        if self.kl == "layer_embeddings":  # one term per trained layer, at full width
+            layers = dict.fromkeys(layer for layer, _ in trained if layer < n)
+            return [((layer, width), (layer, width)) for layer in layers]
+        if self.kl == "truncated_embeddings":  # (n, d) is the full model cut to d: its term is exactly 0
+            return [(p, p) for p in trained if p[0] < n]
+        return [(p, p) for p in trained if p != (n, width)]
 
     @property
     def last_parts(self) -> dict[str, dict[Pair, float]]:
@@ -125,9 +142,16 @@ class SubnetworkLoss(nn.Module):
     def _weight(self, pair: Pair) -> float:
         return float(self.weights.get(pair, 1.0))
 
-    def _kl_pairs(self) -> list[Pair]:
-        full = self.embedder.full_pair
-        return [p for p in self._trained if p != full] if self.kl_weight > 0 else []
+    def _inner_scale(self, pair: Pair) -> float:
+        total = sum(self._weight(p) for p in self._trained) if self.reduction == "mean" else 1.0
+        return self._weight(pair) / total if total else 0.0
+
+    def _kl_scale(self) -> float:
+        scale = self.kl_weight * (self.kl_temperature if DEFAULTS[self.kl].scale_by_temperature else 1.0)
+        return scale / len(self._kl_terms) if self.reduction == "mean" and self._kl_terms else scale
+
+    def _kl(self, teacher: Sequence[Tensor], student: Sequence[Tensor], chunk: int | None = None) -> Tensor:
+        return kl_term(self.kl, teacher, student, self.kl_temperature, self.kl_detach_teacher, chunk)
 
     # -- ordinary inner losses --------------------------------------------------------------------
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None) -> Tensor:
@@ -147,25 +171,22 @@ class SubnetworkLoss(nn.Module):
                     embs = by_id[id(f)] = self.embedder.embed(f, self._embedded)
                 return {**f, "sentence_embedding": embs[current["index"]]}
 
-            total_weight = sum(self._weight(p) for p in self._trained)
             loss: Tensor | float = 0.0
             with forward_answered_by(model, answer):
                 for pair in self._trained:
                     current["index"] = self._embedded.index(pair)
                     part = self.loss(features, labels)
                     self._parts["inner"][pair] = part.detach()
-                    loss = loss + self._weight(pair) * part / total_weight
-        kl_pairs = self._kl_pairs()
-        if kl_pairs:
+                    loss = loss + self._inner_scale(pair) * part
+        if self._kl_terms:
             full_idx = self._embedded.index(self.embedder.full_pair)
             teacher = [embs[full_idx] for embs in per_column]
-            kl_total: Tensor | float = 0.0
-            for pair in kl_pairs:
-                idx = self._embedded.index(pair)
-                kl = similarity_kl(teacher, [embs[idx] for embs in per_column], self.kl_temperature)
-                self._parts["kl"][pair] = kl.detach()
-                kl_total = kl_total + kl
-            loss = loss + self.kl_weight * kl_total / len(kl_pairs)
+            scale = self._kl_scale()
+            for key, student in self._kl_terms:
+                idx = self._embedded.index(student)
+                kl = self._kl(teacher, [embs[idx] for embs in per_column])
+                self._parts["kl"][key] = kl.detach()
+                loss = loss + scale * kl
         return loss  # type: ignore[return-value]
 
     # -- GradCache inner losses -------------------------------------------------------------------
@@ -204,45 +225,45 @@ class SubnetworkLoss(nn.Module):
                           kwargs: dict, with_backward: bool) -> Tensor:
         """Score every sub-network; with ``with_backward``, leave d(loss)/d(reps) in ``reps[..].grad``."""
         per_pair = self._split(reps)
-        total_weight = sum(self._weight(p) for p in self._trained)
         loss = reps[0][0].new_zeros(())
+        full_pair = self.embedder.full_pair
 
-        def run(pair: Pair, fn: Callable[[list[list[Tensor]]], Tensor], scale: float) -> Tensor:
-            sliced = per_pair[self._embedded.index(pair)]
+        def run(pairs: Sequence[Pair], fn: Callable[..., Tensor], scale: float) -> Tensor:
+            """``fn(*reps of pairs) * scale``; with backward, its gradients pushed into the wide tensors."""
+            sliced = [per_pair[self._embedded.index(p)] for p in pairs]
             if not with_backward:
-                return fn(sliced) * scale
-            leaves = [[t.detach().requires_grad_() for t in col] for col in sliced]
-            value = fn(leaves)
-            targets = [t for col in sliced for t in col]
-            grads = [leaf.grad for col in leaves for leaf in col]
+                return fn(*sliced) * scale
+            leaves = [[[t.detach().requires_grad_() for t in col] for col in s] for s in sliced]
+            value = fn(*leaves)
+            targets = [t for s in sliced for col in s for t in col]
+            grads = [leaf.grad for s in leaves for col in s for leaf in col]
             kept = [(t, g) for t, g in zip(targets, grads) if g is not None]
             if kept:  # push the sub-network's gradients on into the wide tensors' .grad
                 torch.autograd.backward([t for t, _ in kept], [scale * g for _, g in kept])
             return value.detach() * scale
 
         for pair in self._trained:
-            scale = self._weight(pair) / total_weight
-            part = run(pair, lambda r: original(r, *args, with_backward=with_backward, **kwargs), scale)
+            scale = self._inner_scale(pair)
+            part = run([pair], lambda r: original(r, *args, with_backward=with_backward, **kwargs), scale)
             self._parts["inner"][pair] = part / scale if scale else torch.zeros(())
             loss = loss + part
-        kl_pairs = self._kl_pairs()
-        if kl_pairs:
-            teacher = [torch.cat(col) for col in per_pair[self._embedded.index(self.embedder.full_pair)]]
+        if self._kl_terms:
             chunk = getattr(self.loss, "mini_batch_size", None)
-            for pair in kl_pairs:
-                scale = self.kl_weight / len(kl_pairs)
-
-                def kl_fn(r: list[list[Tensor]]) -> Tensor:
-                    value = similarity_kl(teacher, [torch.cat(col) for col in r], self.kl_temperature, chunk)
+            scale = self._kl_scale()
+            for key, student in self._kl_terms:
+                def kl_fn(r: list[list[Tensor]], t: list[list[Tensor]]) -> Tensor:
+                    value = self._kl([torch.cat(col) for col in t], [torch.cat(col) for col in r], chunk)
                     if with_backward:
                         value.backward()
                     return value
 
-                part = run(pair, kl_fn, scale)
-                self._parts["kl"][pair] = part / scale if scale else torch.zeros(())
+                # the teacher's reps are leaves too, so an undetached teacher also gets its gradient
+                part = run([student, full_pair], kl_fn, scale)
+                self._parts["kl"][key] = part / scale if scale else torch.zeros(())
                 loss = loss + part
         return loss
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {"loss": type(self.loss).__name__, "kl_weight": self.kl_weight,
-                "kl_temperature": self.kl_temperature, "weights": {str(k): v for k, v in self.weights.items()}}
+        return {"loss": type(self.loss).__name__, "kl": self.kl, "kl_weight": self.kl_weight,
+                "kl_temperature": self.kl_temperature, "kl_detach_teacher": self.kl_detach_teacher,
+                "reduction": self.reduction, "weights": {str(k): v for k, v in self.weights.items()}}

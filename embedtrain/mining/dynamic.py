@@ -118,8 +118,12 @@ class ModelScorer:
 class Retriever:
     """Fresh negatives for rows from ``corpus`` (pool ids) with the current model, filtered like offline mining.
 
-    Excluded: the row's anchor text, every positive of rows with the same anchor, and the row's
-    current (easy) negatives. Margins compare with the anchor-positive cosine under the current model.
+    Excluded: the row's anchor text, every positive of rows with the same anchor, and every negative the row
+    ever had found easy (its current ones included). The rank window is Conan's for ``window: conan``: the
+    row's ``i``-th negatives (``i = refreshes so far + 2``; the mined ones are the first) come from ranks
+    ``[(i-1)*n + range_min, i*n + range_min)``, ranks counted over the retrieval list without the positives
+    and the anchor; retired negatives inside the window are passed over for the next ranks. Margins compare
+    with the anchor-positive cosine under the current model.
     """
 
     def __init__(self, table: NegativeTable, corpus_ids: Sequence[int], config: DynamicMiningConfig,
@@ -133,14 +137,21 @@ class Retriever:
         for anchor, pid in zip(table.anchors, table.positive_ids):
             self.positives_of.setdefault(anchor, set()).add(int(pid))
 
-    def __call__(self, model, rows: list[int], coll: Collective) -> list[list[int] | None]:
-        """New negative ids per row (None where too few candidates pass the filters).
+    def window(self, row: int) -> tuple[int, int]:
+        """The rank window of ``row``'s next negatives."""
+        cfg, n = self.config, self.table.num_negatives
+        if cfg.window == "fixed":
+            return cfg.range_min, cfg.range_max
+        start = cfg.range_min + (int(self.table.refresh_count[row]) + 1) * n
+        return start, min(start + n, cfg.range_max)
 
-        Corpus encoding and the per-row searches are split across the ranks of ``coll``.
-        """
+    def __call__(self, model, rows: list[int], coll: Collective) -> list[list[int] | None]:
+        """New negative ids per row (None where too few candidates pass the filters or the window is past
+        ``range_max``). Corpus encoding and the per-row searches are split across the ranks of ``coll``."""
         if not rows:
             return []
         cfg, table = self.config, self.table
+        n = table.num_negatives
         anchor_prompt, negative_prompt, positive_prompt = self.prompts
         blocks = [self.corpus_ids[s:s + 4096] for s in range(0, len(self.corpus_ids), 4096)]
         with _TrainingMode(model):
@@ -148,8 +159,8 @@ class Retriever:
                 model, [table.texts[j] for j in b], kind="plain", prompt=negative_prompt,
                 batch_size=cfg.batch_size) for b in bs])
         corpus_emb = np.concatenate(parts, axis=0)
-        k = min(cfg.range_max + 1 + table.num_negatives + len(max(self.positives_of.values(), key=len)),
-                len(self.corpus_ids))
+        retired = max((len(table.retired[r]) + n for r in rows), default=n)
+        k = min(cfg.range_max + 1 + retired + len(max(self.positives_of.values(), key=len)), len(self.corpus_ids))
         flt = cfg.filter_only()
 
         def search(my_rows: list[int]) -> list[list[int] | None]:
@@ -161,14 +172,21 @@ class Retriever:
             scores, idx = top_k(q, corpus_emb, k)
             out: list[list[int] | None] = []
             for i, r in enumerate(my_rows):
+                start, stop = self.window(r)
+                if start >= stop:
+                    out.append(None)
+                    continue
                 ids = np.where(idx[i] >= 0, self.corpus_ids[np.maximum(idx[i], 0)], -1)
-                exclude = set(self.positives_of[table.anchors[r]]) | {int(j) for j in table.current_ids[r]}
+                exclude = set(self.positives_of[table.anchors[r]])
                 own = table.id_of(table.anchors[r])
                 if own is not None:
                     exclude.add(own)
-                picked = select_negatives(ids, scores[i], exclude=exclude, positive_score=float(q[i] @ p[i]),
-                                          flt=flt, limit=table.num_negatives)
-                out.append([j for j, _ in picked] if len(picked) == table.num_negatives else None)
+                used = table.retired[r] | {int(j) for j in table.current_ids[r]}
+                window_flt = flt.model_copy(update={"range_min": start, "range_max": cfg.range_max})
+                ranked = select_negatives(ids, scores[i], exclude=exclude, positive_score=float(q[i] @ p[i]),
+                                          flt=window_flt)
+                picked = [j for j, _ in ranked if j not in used][:n]
+                out.append(picked if len(picked) == n else None)
             return out
 
         return sharded_map(coll, rows, search)
@@ -326,6 +344,8 @@ class DynamicMiner:
         easy = [r for r, s in zip(rows, scores) if is_easy(s, table.initial[r], cfg)]
         refreshed: list[int] = []
         if cfg.source == "candidates":
+            for r in easy:
+                table.retire(r)
             refreshed = [r for r in easy if table.advance(r)]
         elif easy:
             with self._encoding():

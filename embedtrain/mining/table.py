@@ -119,6 +119,8 @@ class NegativeTable:
         self.initial = np.full(size, np.nan)
         self.current = np.full(size, np.nan)
         self.refresh_count = np.zeros(size, dtype=np.int64)
+        #: Per row, the ids of negatives found easy: never picked again for that row.
+        self.retired: list[set[int]] = [set() for _ in range(size)]
         self.history: list[dict[str, Any]] = []
         self.seen: set[int] = set()
         self.restored_seen: set[int] = set()
@@ -199,10 +201,15 @@ class NegativeTable:
         self.refresh_count[row] += 1
         return True
 
+    def retire(self, row: int) -> None:
+        """Remember ``row``'s current negatives as easy: they are never picked for it again."""
+        self.retired[row].update(int(j) for j in self.current_ids[row])
+
     def replace(self, row: int, ids: Sequence[int]) -> None:
-        """Set ``row``'s negatives to pool ``ids`` (fresh retrieval)."""
+        """Set ``row``'s negatives to pool ``ids`` (fresh retrieval); the current ones are retired."""
         if len(ids) != self.num_negatives:
             raise ValueError(f"expected {self.num_negatives} negative ids, got {len(ids)}")
+        self.retire(row)
         self.current_ids[row] = np.asarray(ids, dtype=np.int64)
         self.refresh_count[row] += 1
 
@@ -223,9 +230,11 @@ class NegativeTable:
         return self._fingerprint
 
     def state_dict(self) -> dict[str, Any]:
+        retired = [(r, j) for r, ids in enumerate(self.retired) for j in sorted(ids)]
         return {"current_ids": self.current_ids.copy(), "cursor": self.cursor.copy(), "initial": self.initial.copy(),
                 "current": self.current.copy(), "refresh_count": self.refresh_count.copy(),
                 "seen": np.array(sorted(self.seen), dtype=np.int64),
+                "retired": np.array(retired, dtype=np.int64).reshape(-1, 2),
                 "history": list(self.history), "fingerprint": self.fingerprint()}
 
     def load_state_dict(self, state: dict[str, Any], source: str | Path | None = None) -> None:
@@ -238,6 +247,9 @@ class NegativeTable:
         self.initial = np.array(state["initial"], dtype=np.float64)
         self.current = np.array(state["current"], dtype=np.float64)
         self.refresh_count = np.array(state["refresh_count"], dtype=np.int64)
+        self.retired = [set() for _ in range(len(self))]
+        for r, j in np.asarray(state.get("retired", np.zeros((0, 2))), dtype=np.int64).reshape(-1, 2):
+            self.retired[int(r)].add(int(j))
         self.history = list(state["history"])
         #: Rows read since the last round when the state was saved (they belong to the next round).
         self.restored_seen = {int(r) for r in state.get("seen", ())}

@@ -1,14 +1,16 @@
-"""A masked-language-model head applied to the first ``D`` dims of a hidden state (for SMAE).
+"""A masked-language-model head read from the first ``D`` dims of a hidden state (for SMAE).
 
-BERT-style MLM heads are ``dense (H->H) -> activation -> LayerNorm(H) -> decoder (H->vocab)``. To score
-a sub-network whose hidden states are cut to their first ``D`` dims, the same head is *sliced*: the
-top-left ``D x D`` block of ``dense``, the first ``D`` entries of the LayerNorm, and the first ``D``
-input columns of the decoder (which is tied to the word embeddings, so the sub-network predicts
-tokens with the first ``D`` dims of their embeddings). No new parameters are added, every sub-head
-shares weights with the full head, and at ``D = H`` it is exactly the model's own head. (The
-alternative, zero-padding the hidden state back to ``H``, would let the LayerNorm statistics and the
-dense layer see ``H - D`` fake zeros; slicing keeps each sub-network a self-contained smaller model,
-as in MatFormer-style nested training.)
+BERT-style MLM heads are ``dense (H->H) -> activation -> LayerNorm(H) -> decoder (H->vocab)``. Starbucks'
+SMAE (``smae/modelling.py`` of the reference code) scores a sub-network whose hidden states are cut to their
+first ``D`` dims with the *same* head, reading only the first ``D`` input columns of ``dense`` (its full bias,
+all ``H`` outputs), then the full LayerNorm and decoder. That equals the full head applied to the hidden
+state with its last ``H - D`` dims set to zero. No parameters are added, every sub-network shares the full
+head, and at ``D = H`` it is exactly the model's own head. The transformed ``H``-dim vector
+(:func:`subdim_transform`) is also what SMAE's MAE decoder receives as the sentence (CLS) representation.
+
+(An earlier embedtrain variant sliced the head to a ``D``-wide model: ``dense[:D, :D]``, ``LayerNorm[:D]``,
+``decoder[:, :D]``. It was replaced by the reference form; no experiment showed it better, and the MAE decoder
+needs an ``H``-dim input.)
 
 Supported heads: BERT family (``cls.predictions``) and RoBERTa / XLM-R / MPNet / CamemBERT family
 (``lm_head``).
@@ -27,7 +29,7 @@ from embedtrain.errors import CheckpointError
 
 @dataclass
 class MLMHeadParts:
-    """The pieces of an MLM head that the sliced head needs."""
+    """The pieces of an MLM head that the sub-dimension head needs."""
 
     dense: nn.Linear
     activation: Callable[[Tensor], Tensor]
@@ -58,14 +60,19 @@ def mlm_head_parts(mlm_model: nn.Module) -> MLMHeadParts:
                           "has neither 'cls.predictions' nor 'lm_head'")
 
 
-def sliced_mlm_logits(parts: MLMHeadParts, hidden: Tensor, dim: int) -> Tensor:
-    """Vocabulary logits from the first ``dim`` dims of ``hidden`` through the sliced head."""
+def subdim_transform(parts: MLMHeadParts, hidden: Tensor, dim: int) -> Tensor:
+    """The head's transform (dense, activation, LayerNorm) of the first ``dim`` dims of ``hidden``: ``H`` dims."""
     if not 1 <= dim <= parts.width:
         raise ValueError(f"dim {dim} is outside 1..{parts.width}")
-    x = hidden[..., :dim]
-    dense_bias = parts.dense.bias[:dim] if parts.dense.bias is not None else None
-    x = parts.activation(F.linear(x, parts.dense.weight[:dim, :dim], dense_bias))
-    norm = parts.norm
-    x = F.layer_norm(x, (dim,), norm.weight[:dim] if norm.weight is not None else None,
-                     norm.bias[:dim] if norm.bias is not None else None, norm.eps)
-    return F.linear(x, parts.decoder.weight[:, :dim], parts.bias)
+    x = F.linear(hidden[..., :dim], parts.dense.weight[:, :dim], parts.dense.bias)
+    return parts.norm(parts.activation(x))
+
+
+def decode(parts: MLMHeadParts, transformed: Tensor) -> Tensor:
+    """Vocabulary logits of an already transformed ``H``-dim vector."""
+    return F.linear(transformed, parts.decoder.weight, parts.bias)
+
+
+def subdim_mlm_logits(parts: MLMHeadParts, hidden: Tensor, dim: int) -> Tensor:
+    """Vocabulary logits from the first ``dim`` dims of ``hidden`` (Starbucks' sub-dimension MLM head)."""
+    return decode(parts, subdim_transform(parts, hidden, dim))

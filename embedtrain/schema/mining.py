@@ -148,6 +148,14 @@ class DynamicMiningConfig(NegativeFilter):
     with the current model over ``corpus`` (``source: retrieve``; filtered with this section's
     rank window and margins).
 
+    Conan's window (the defaults): the top ``range_min`` (10) non-positive documents are never used, they
+    are the likeliest unlabeled positives. With ``source: retrieve`` and ``window: conan`` a row's ``i``-th
+    set of negatives (the mined ones are set 1) comes from ranks ``[(i-1)*n + range_min, i*n + range_min)``
+    of the fresh retrieval (``n = num_negatives``), up to ``range_max``; a negative once found easy is never
+    picked again for that row (in either window mode). ``window: fixed`` takes the best ``n`` candidates of
+    ``[range_min, range_max)`` every time. With ``source: candidates`` the row walks down its mined ranked
+    list, so mine it with the same window (``embedtrain mine --range-min 10``).
+
     ``initial_from: file`` takes each row's ``initial`` score from the mined file (the mean of the
     ``score`` of its first ``num_negatives`` negatives, as ``embedtrain mine`` writes them) instead of
     re-encoding every row with the model when training starts. That pass costs as much as mining the
@@ -167,6 +175,11 @@ class DynamicMiningConfig(NegativeFilter):
     With ``initial_from: first_use`` every score is the loss's, and no mapping is needed.
     """
 
+    range_min: int = Field(default=10, ge=0, description=(
+        "Skip this many top-ranked non-positive documents (Conan: 10)."))
+    window: Literal["conan", "fixed"] = Field(default="conan", description=(
+        "source retrieve: the i-th refresh takes ranks [(i-1)n+range_min, in+range_min) (conan) or the best "
+        "of [range_min, range_max) (fixed)."))
     every_steps: int = Field(default=100, gt=0)
     easy_ratio: float = Field(default=1.15, gt=0)
     easy_abs: float = Field(default=0.8, gt=0)

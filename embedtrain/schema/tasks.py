@@ -7,15 +7,15 @@ A task recipe freezes the base model and trains one LoRA adapter per task on tha
         prompt: "Represent the query for retrieving evidence documents: "
         aliases: [query]                 # encode_query() / mteb queries land here
         passage_task: retrieval.passage  # passage columns of this task's datasets use that adapter
-        lora: {r: 8, alpha: 16, target_modules: [query, key, value, dense]}
+        lora: {r: 4, alpha: 1}           # jina-embeddings-v3's settings (the default)
         datasets: [{name: qa, path: qa.jsonl, format: pairs}]
         loss: {name: mnrl}
       - name: retrieval.passage
         prompt: "Represent the document for retrieval: "
         aliases: [document, passage]
-        lora: {r: 8, alpha: 16, target_modules: [query, key, value, dense]}
+        lora: {r: 4, alpha: 1}
       - name: text-matching
-        lora: {r: 8, alpha: 16}
+        lora: {r: 4, alpha: 1}
         datasets: [{name: stsb, path: stsb.jsonl, format: scored_pairs}]
         loss: {name: cosent}
 
@@ -46,13 +46,16 @@ def default_adapter_name(task: str) -> str:
 class LoraSpec(StrictModel):
     """peft LoRA settings of one adapter (see :class:`peft.LoraConfig`).
 
-    ``target_modules: null`` lets peft pick its default for the architecture (``query``/``value``
-    for BERT-like encoders); ``[query, key, value, dense]`` adapts every linear layer of a BERT block.
+    The defaults are jina-embeddings-v3's task adapters (Sturua et al., 2024, arXiv:2409.10173): rank 4,
+    alpha 1, no dropout, on every linear layer and every embedding matrix of the encoder
+    (``target_modules: null``; the unused BERT pooler is left out). A list adapts only the modules whose
+    names end with its entries, e.g. ``[query, value]`` (peft's default for BERT-like encoders) or
+    ``[query, key, value, dense]`` (every linear layer of a block, no embeddings).
     """
 
-    r: int = Field(default=8, gt=0)
-    alpha: float = Field(default=16.0, gt=0)
-    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    r: int = Field(default=4, gt=0)
+    alpha: float = Field(default=1.0, gt=0)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     target_modules: list[str] | None = None
     use_rslora: bool = False
 

@@ -20,6 +20,8 @@ from embedtrain.soup.output import write_soup
 logger = logging.getLogger(__name__)
 
 Method = Literal["uniform", "weighted", "greedy"]
+#: Key of the soup itself in :attr:`SoupResult.report`.
+SOUP_KEY = "soup"
 METHODS = ("uniform", "weighted", "greedy")
 
 
@@ -34,17 +36,26 @@ class SoupResult:
     individual_scores: dict[str, float] = field(default_factory=dict)
     soup_score: float | None = None
     greedy_steps: list[dict] = field(default_factory=list)
+    #: Scores on the *report* metrics (held-out splits not used to pick the members):
+    #: ``{metric: {checkpoint: score, ..., SOUP_KEY: score}}``.
+    report: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {"method": self.method, "members": self.members, "weights": self.weights,
                 "individual_scores": self.individual_scores, "soup_score": self.soup_score,
-                "greedy_steps": self.greedy_steps}
+                "greedy_steps": self.greedy_steps, "report": self.report}
 
 
 def make_soup(checkpoints: Sequence[str | Path], out: str | Path, *, method: Method = "uniform",
               weights: Sequence[float] | None = None, metric: Metric | None = None, metric_name: str | None = None,
-              overwrite: bool = False, trust_remote_code: bool = False) -> SoupResult:
-    """Average ``checkpoints`` into ``out``; see the package docstring for the methods."""
+              report_metrics: dict[str, Metric] | None = None, overwrite: bool = False,
+              trust_remote_code: bool = False) -> SoupResult:
+    """Average ``checkpoints`` into ``out``; see the package docstring for the methods.
+
+    ``metric`` picks the greedy soup's members (and is reported for the other methods); ``report_metrics``
+    (name -> metric) score every ingredient and the soup on splits that played no part in building it, so
+    the greedy soup's gain on its own selection split is not mistaken for a gain on unseen data.
+    """
     if method not in METHODS:
         raise CheckpointError(f"unknown soup method '{method}'; choose from {list(METHODS)}", field="method")
     if method == "weighted" and weights is None:
@@ -80,7 +91,14 @@ def make_soup(checkpoints: Sequence[str | Path], out: str | Path, *, method: Met
     if soup_score is not None:
         logger.info("soup scores %.3f on %s (best single: %.3f)", soup_score, metric_name or "held-out",
                     max(individual.values()))
-    result = SoupResult(out, method, [m.name for m in members], w, individual, soup_score, steps)
+    report: dict[str, dict[str, float]] = {}
+    for name, report_metric in (report_metrics or {}).items():
+        scores = {ing.name: float(report_metric(ing.model)) for ing in ingredients}
+        scores[SOUP_KEY] = float(report_metric(model))
+        report[name] = scores
+        best = max((v for k, v in scores.items() if k != SOUP_KEY), default=float("nan"))
+        logger.info("report %s: soup %.3f, best single ingredient %.3f", name, scores[SOUP_KEY], best)
+    result = SoupResult(out, method, [m.name for m in members], w, individual, soup_score, steps, report)
     info = {**result.to_json(), "ingredients": [ing.name for ing in ingredients], "metric": metric_name}
     write_soup(model, ingredients[0].path, out, info)
     return result
