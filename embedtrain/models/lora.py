@@ -37,8 +37,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: peft adapter name of the whole-model adapter (task adapters are named after their tasks).
-ADAPTER_NAME = "embedtrain"
+#: peft adapter name of the whole-model adapter: peft's default name, the one a saved adapter reloads under, so the
+#: trainer's intermediate checkpoints load back into the training model on ``--resume`` (task adapters are named
+#: after their tasks).
+ADAPTER_NAME = "default"
 
 
 class QuantizationUnavailableError(RecipeError):

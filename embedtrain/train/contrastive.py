@@ -32,9 +32,14 @@ def load_start_model(recipe, mode: TrainingMode | None = None):
 
     With model options set (pooling, bidirectional, dtype, LoRA...: :class:`~embedtrain.schema.ModelOptions`)
     the model is built by :func:`embedtrain.models.decoder.build_decoder_embedder`; otherwise it loads as saved.
+    The recipe's seed is set first, so freshly initialised weights (LoRA matrices, a latent-attention pooling,
+    task adapters) are the same in every run of the recipe; the trainer seeds itself only after the model exists.
     """
+    from transformers import set_seed
+
     from embedtrain.models.resolve import recipe_model_path
 
+    set_seed(recipe.seed)
     path = recipe_model_path(recipe)
     if recipe.model.decoder_options_set():
         from embedtrain.models.decoder import build_decoder_embedder
