@@ -14,13 +14,13 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from embedtrain.errors import EmbedtrainError
+from embedtrain.models.checkpointing import is_checkpointing
 from embedtrain.models.decoder import (
     ModelOptionError,
     append_eos,
     build_decoder_embedder,
     first_token_sees_later_tokens,
     is_causal,
-    is_checkpointing,
     pooling_of,
 )
 from embedtrain.models.lora import (

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from embedtrain.errors import CheckpointError, RecipeError
+from embedtrain.models.checkpointing import enable_checkpointing
 from embedtrain.models.pooling import LatentAttentionPooling, make_pooling
 from embedtrain.schema.decoder import ModelOptions
 
@@ -151,22 +152,6 @@ def options_dict(options: Any) -> dict[str, Any]:
     from embedtrain.schema.decoder import MODEL_OPTION_FIELDS
 
     return {name: getattr(options, name) for name in MODEL_OPTION_FIELDS}
-
-
-def enable_checkpointing(hf_model) -> None:
-    """Non-reentrant activation (gradient) checkpointing: frozen inputs (LoRA) need no extra hooks."""
-    kwargs = {"use_reentrant": False}
-    if hasattr(hf_model, "activation_checkpointing_enable"):  # transformers >= 5.20 name
-        hf_model.activation_checkpointing_enable(kwargs)
-    else:
-        hf_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-
-
-def is_checkpointing(hf_model) -> bool:
-    """Whether activation checkpointing is on (either transformers name)."""
-    if hasattr(type(hf_model), "is_activation_checkpointing"):
-        return hf_model.is_activation_checkpointing
-    return hf_model.is_gradient_checkpointing
 
 
 def _latent_kwargs(options: ModelOptions) -> dict[str, Any]:

@@ -101,7 +101,7 @@ def attach_lora(model: SentenceTransformer, options: ModelLoraConfig) -> None:
     if options.quantization is not None:
         from peft import prepare_model_for_kbit_training
 
-        from embedtrain.models.decoder import is_checkpointing
+        from embedtrain.models.checkpointing import is_checkpointing
 
         prepare_model_for_kbit_training(hf, use_gradient_checkpointing=is_checkpointing(hf),
                                         gradient_checkpointing_kwargs={"use_reentrant": False})
