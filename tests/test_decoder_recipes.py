@@ -132,6 +132,10 @@ def test_latent_attention_recipe_round_trips_through_embedtrain_loading(tmp_path
     assert pooling.o_proj.weight.abs().sum() > 0  # the pooling trained (it starts at zero: mean pooling)
     reloaded = load_model(result.final_dir, device="cpu")  # embedtrain's own class: no trust_remote_code
     torch.testing.assert_close(_encode(reloaded), _encode(KeepModel.model), rtol=0, atol=1e-6)
+    from embedtrain.hub.card import build_card
+
+    card = build_card(result.final_dir, "me/latent", results=[])  # the model card says how to load it
+    assert "LatentAttentionPooling" in card and 'SentenceTransformer("me/latent", trust_remote_code=True)' in card
 
 
 def test_resuming_a_lora_run_continues_where_it_stopped(tmp_path, llama_dir):
@@ -290,3 +294,31 @@ def test_options_a_stage_cannot_apply_are_refused(tmp_path, llama_dir):
             "datasets": [{"name": "t", "path": "text.jsonl"}], "output_dir": str(tmp_path / "s")}
     with pytest.raises(EmbedtrainError, match=r"field 'model.pooling'.*smae recipe cannot apply model.pooling"):
         load_recipe(write_recipe(tmp_path / "smae.yaml", smae))
+
+
+def test_a_tasks_recipe_applies_the_decoder_options_to_its_base(tmp_path, llama_dir):
+    from embedtrain.models import load_model
+
+    write_rows(tmp_path / "pairs.jsonl", pair_rows())
+    recipe = {"model": {"name_or_path": str(llama_dir), "max_seq_length": 32, "pooling": "last_token",
+                        "bidirectional": True},
+              "tasks": [{"name": "retrieval", "lora": {"r": 2},
+                         "datasets": [{"name": "d", "path": "pairs.jsonl", "format": "pairs"}]}],
+              "loss": {"name": "mnrl"}, "output_dir": str(tmp_path / "out"),
+              "training": {"per_device_train_batch_size": 8, "max_steps": 1, "save_strategy": "no"}}
+    result = train(load_recipe(write_recipe(tmp_path / "tasks.yaml", recipe)))
+    assert json.loads((result.final_dir / "config.json").read_text())["is_causal"] is False
+    model = load_model(result.final_dir, device="cpu")
+    assert model.tokenizer("a dog")["input_ids"][-1] == model.tokenizer.eos_token_id
+    assert _encode(model).shape == (len(TEXTS), 32)
+
+
+def test_explicit_recipe_prompts_win_over_instruction_defaults(tmp_path, llama_dir):
+    from embedtrain.train.prepare import checkpoint_prompts
+
+    recipe = _load(tmp_path, _recipe(tmp_path, {"name_or_path": str(llama_dir)},
+                                     instructions={"use_defaults": False, "task_types": {"Retrieval": "Find it"}},
+                                     prompts={"query": "q: "}))
+    prompts = checkpoint_prompts(recipe)
+    assert prompts["query"] == "q: " and prompts["document"] == ""
+    assert prompts["Retrieval-query"] == INSTRUCT.format(instruction="Find it") and "STS" not in prompts

@@ -96,7 +96,15 @@ def _datasets_table(recipe: dict[str, Any]) -> list[str]:
     return ["| task | dataset | format | file | rows used | loss |", "|---|---|---|---|---|---|", *rows]
 
 
-def _usage(repo_id: str, tasks: dict[str, Any] | None) -> list[str]:
+def _usage(repo_id: str, tasks: dict[str, Any] | None, custom_modules: list[str] | None = None) -> list[str]:
+    if not tasks and custom_modules:  # embedtrain's own module classes (latent-attention pooling)
+        return [f"Its modules include embedtrain's {', '.join(f'`{m}`' for m in custom_modules)}, so load it with "
+                "embedtrain installed (`pip install embedtrain`):", "",
+                "```python", "from sentence_transformers import SentenceTransformer", "",
+                f'model = SentenceTransformer("{repo_id}", trust_remote_code=True)  '
+                "# or embedtrain.models.load_model(path), which needs no flag",
+                'embeddings = model.encode(["The weather is lovely today.", "It is sunny outside."])',
+                "```"]
     if not tasks:
         return ["```python", "from sentence_transformers import SentenceTransformer", "",
                 f'model = SentenceTransformer("{repo_id}")',
@@ -161,6 +169,14 @@ def public_soup(soup: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _embedtrain_modules(checkpoint: Path) -> list[str]:
+    """embedtrain module classes named in the checkpoint's ``modules.json`` (other than task adapters)."""
+    from embedtrain.models.trust import EMBEDTRAIN_MODULES, modules_json
+
+    kinds = [str(m.get("type", "")) for m in modules_json(checkpoint)]
+    return [k.rsplit(".", 1)[-1] for k in kinds if k in EMBEDTRAIN_MODULES and not k.endswith("TaskAdapterTransformer")]
+
+
 def build_card(checkpoint: str | Path, repo_id: str, *, results: list[ResultRow] | None = None,
                model_name: str | None = None) -> str:
     """The README.md text for ``checkpoint`` uploaded as ``repo_id``."""
@@ -192,7 +208,7 @@ def build_card(checkpoint: str | Path, repo_id: str, *, results: list[ResultRow]
     body = [f"# {name}", "",
             "A text embedding model trained with [embedtrain](https://pypi.org/project/embedtrain/) on top of "
             "sentence-transformers" + (f", starting from `{base_name}`." if base_name else "."), "",
-            "## Usage", "", *_usage(repo_id, tasks), ""]
+            "## Usage", "", *_usage(repo_id, tasks, _embedtrain_modules(checkpoint)), ""]
     if recipe:
         body += ["## Training", ""]
         table = _datasets_table(recipe)
