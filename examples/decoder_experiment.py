@@ -5,6 +5,7 @@ Steps (each one command, so every run can go through a CPU-slot wrapper on its o
     python examples/decoder_experiment.py subsets  --data-dir DATA --out OUT [--pairs 250]
     python examples/decoder_experiment.py zeroshot --out OUT --pooling mean --attention causal
     python examples/decoder_experiment.py finetune --out OUT --seed 1 [--name NAME] [--set key=value ...]
+    python examples/decoder_experiment.py reference --out OUT --name all-MiniLM-L6-v2
     python examples/decoder_experiment.py table    --out OUT
 
 ``subsets`` writes a task-config file with a seeded random sample of ``--pairs`` test pairs of each of the five
@@ -68,14 +69,14 @@ def task_config(out: Path) -> tuple[Path, list[str]]:
     return config, names
 
 
-def evaluate(model_dir: Path, out: Path) -> dict[str, float]:
+def evaluate(model: Path | str, out: Path, eval_dir: Path | None = None) -> dict[str, float]:
     from embedtrain.api import evaluate as run_eval
 
     config, names = task_config(out)
+    eval_dir = eval_dir or Path(model) / "eval"
     start = time.perf_counter()
-    report = run_eval(model_dir, tasks=names, task_configs=[config], output=model_dir / "eval", show_progress=False,
-                      batch_size=32)
-    (model_dir / "eval" / "eval_seconds.json").write_text(json.dumps(round(time.perf_counter() - start)))
+    report = run_eval(model, tasks=names, task_configs=[config], output=eval_dir, show_progress=False, batch_size=32)
+    (eval_dir / "eval_seconds.json").write_text(json.dumps(round(time.perf_counter() - start)))
     return {name: round(score.value, 2) for name, score in report.summary.scores.items()}  # cosine Spearman x 100
 
 
@@ -88,6 +89,11 @@ def zeroshot(out: Path, pooling: str, attention: str, max_seq_length: int) -> di
     folder = out / f"zeroshot-{pooling}-{attention}"
     model.save(str(folder))
     return evaluate(folder, out)
+
+
+def reference(out: Path, name: str) -> dict[str, float]:
+    """A packaged encoder (all-MiniLM-L6-v2) on the same task subsets, for scale."""
+    return evaluate(name, out, out / f"reference-{name}" / "eval")
 
 
 def finetune(out: Path, seed: int, extra: list[str], name: str = "finetune") -> dict[str, float]:
@@ -124,7 +130,7 @@ def table(out: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["subsets", "zeroshot", "finetune", "table"])
+    parser.add_argument("step", choices=["subsets", "zeroshot", "finetune", "reference", "table"])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--pairs", type=int, default=250)
@@ -133,7 +139,8 @@ def main() -> None:
     parser.add_argument("--max-seq-length", type=int, default=64)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], help="recipe override for finetune (key=value)")
-    parser.add_argument("--name", default="finetune", help="finetune: run folder prefix (<name>-seed<N>)")
+    parser.add_argument("--name", default="finetune",
+                        help="finetune: run folder prefix (<name>-seed<N>); reference: the packaged model's name")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     import torch
@@ -143,6 +150,8 @@ def main() -> None:
         print(subsets(args.data_dir, args.out, args.pairs))
     elif args.step == "zeroshot":
         print(zeroshot(args.out, args.pooling, args.attention, args.max_seq_length))
+    elif args.step == "reference":
+        print(reference(args.out, args.name))
     elif args.step == "finetune":
         print(finetune(args.out, args.seed, args.set, args.name))
     else:
