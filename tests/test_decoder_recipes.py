@@ -322,3 +322,28 @@ def test_explicit_recipe_prompts_win_over_instruction_defaults(tmp_path, llama_d
     prompts = checkpoint_prompts(recipe)
     assert prompts["query"] == "q: " and prompts["document"] == ""
     assert prompts["Retrieval-query"] == INSTRUCT.format(instruction="Find it") and "STS" not in prompts
+
+
+@pytest.mark.slow
+def test_lora_decoder_recipe_under_a_two_process_launch(tmp_path, llama_dir, repo_root):
+    """DDP with a LoRA adapter, bidirectional attention and GradCache: one merged, reloadable final model."""
+    import os
+    import subprocess
+    import sys
+
+    recipe = _recipe(tmp_path, {"name_or_path": str(llama_dir), "pooling": "last_token", "bidirectional": True,
+                                "lora": {"r": 2}},
+                     loss={"name": "cached_mnrl", "params": {"mini_batch_size": 2, "gather_across_devices": True}},
+                     training={"per_device_train_batch_size": 4, "max_steps": 2, "save_strategy": "no"})
+    path = write_recipe(tmp_path / "recipe.yaml", recipe)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(repo_root), os.environ.get("PYTHONPATH")]))}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(repo_root / "recipes" / "accelerate" / "cpu_2proc.yaml"), "--main_process_port", "29541",
+           "-m", "embedtrain", "train", str(path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    final = tmp_path / "out" / "final"
+    assert not (final / "adapter_config.json").exists()
+    assert json.loads((final / "config.json").read_text())["is_causal"] is False
+    assert _encode(SentenceTransformer(str(final), device="cpu")).shape == (len(TEXTS), 32)
