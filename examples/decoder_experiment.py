@@ -3,7 +3,7 @@
 Steps (each one command, so every run can go through a CPU-slot wrapper on its own)::
 
     python examples/decoder_experiment.py subsets  --data-dir DATA --out OUT [--pairs 250]
-    python examples/decoder_experiment.py zeroshot --out OUT --pooling mean --attention causal
+    python examples/decoder_experiment.py zeroshot --out OUT --pooling mean --attention causal [--instructions]
     python examples/decoder_experiment.py finetune --out OUT --seed 1 [--name NAME] [--set key=value ...]
     python examples/decoder_experiment.py reference --out OUT --name all-MiniLM-L6-v2
     python examples/decoder_experiment.py table    --out OUT
@@ -80,13 +80,20 @@ def evaluate(model: Path | str, out: Path, eval_dir: Path | None = None) -> dict
     return {name: round(score.value, 2) for name, score in report.summary.scores.items()}  # cosine Spearman x 100
 
 
-def zeroshot(out: Path, pooling: str, attention: str, max_seq_length: int) -> dict[str, float]:
+def zeroshot(out: Path, pooling: str, attention: str, max_seq_length: int, instructions: bool = False
+             ) -> dict[str, float]:
+    """The untrained embedder; ``instructions`` saves embedtrain's default e5-style instruction prompts per MTEB
+    task type in the checkpoint (the harness then prefixes every STS text with the STS instruction)."""
     from embedtrain.models.decoder import build_decoder_embedder
+    from embedtrain.models.instructions import instruction_prompts
     from embedtrain.models.resolve import resolve_model_path
+    from embedtrain.schema import InstructionsConfig
 
     model = build_decoder_embedder(resolve_model_path(MODEL), device="cpu", max_seq_length=max_seq_length,
                                    pooling=pooling, bidirectional=attention == "bidirectional")
-    folder = out / f"zeroshot-{pooling}-{attention}"
+    if instructions:
+        model.prompts = instruction_prompts(InstructionsConfig())
+    folder = out / (f"zeroshot-{pooling}-{attention}" + ("-instruct" if instructions else ""))
     model.save(str(folder))
     return evaluate(folder, out)
 
@@ -138,6 +145,7 @@ def main() -> None:
     parser.add_argument("--attention", choices=["causal", "bidirectional"], default="causal")
     parser.add_argument("--max-seq-length", type=int, default=64)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--instructions", action="store_true", help="zeroshot: save instruction prompts per task type")
     parser.add_argument("--set", action="append", default=[], help="recipe override for finetune (key=value)")
     parser.add_argument("--name", default="finetune",
                         help="finetune: run folder prefix (<name>-seed<N>); reference: the packaged model's name")
@@ -149,7 +157,7 @@ def main() -> None:
     if args.step == "subsets":
         print(subsets(args.data_dir, args.out, args.pairs))
     elif args.step == "zeroshot":
-        print(zeroshot(args.out, args.pooling, args.attention, args.max_seq_length))
+        print(zeroshot(args.out, args.pooling, args.attention, args.max_seq_length, args.instructions))
     elif args.step == "reference":
         print(reference(args.out, args.name))
     elif args.step == "finetune":
