@@ -565,3 +565,24 @@ def test_bidirectional_on_an_encoder_changes_nothing(tiny_model_dir):
     plain = SentenceTransformer(str(tiny_model_dir), device="cpu").encode(TEXTS, convert_to_tensor=True)
     model = build_decoder_embedder(tiny_model_dir, device="cpu", bidirectional=True)
     torch.testing.assert_close(model.encode(TEXTS, convert_to_tensor=True), plain, rtol=0, atol=0)
+
+
+def test_subnetwork_embeddings_of_a_decoder_equal_the_truncated_model(tmp_path):
+    """2D-Matryoshka / Starbucks embed (L, D) sub-networks from one pass; a decoder's final norm must not skew them."""
+    from embedtrain.models.subnetworks import SubnetworkEmbedder
+    from embedtrain.models.truncate import first_layers
+
+    model = build_decoder_embedder(build_tiny_decoder(tmp_path, num_layers=4), device="cpu", pooling="mean")
+    torch.manual_seed(0)
+    torch.nn.init.normal_(model[0].auto_model.norm.weight, mean=1.0, std=0.5)  # a final RMSNorm that matters
+    model.eval()
+    features = model.preprocess(TEXTS)
+    embedder = SubnetworkEmbedder(model)
+    with torch.no_grad():
+        shallow, full = embedder.embed(features, [(2, 16), (4, 32)])
+        with first_layers(model, 2):
+            truncated = model(dict(features))["sentence_embedding"][:, :16]
+        expected_full = model(dict(features))["sentence_embedding"]
+    assert embedder.hidden_states_exact is False  # the hidden state after layer 2 is not the 2-layer output
+    torch.testing.assert_close(shallow, truncated, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(full, expected_full, rtol=1e-5, atol=1e-6)

@@ -170,19 +170,21 @@ class SubnetworkEmbedder:
     def _hidden_state_is_output(self, features: dict[str, Any], layer: int) -> bool:
         """Whether the hidden state after ``layer`` equals what the first ``layer`` layers alone output.
 
-        Both run in eval mode (dropout off) without gradients, so only the architecture can differ.
+        Runs the Hugging Face model directly (not the sentence-transformers module) in eval mode (dropout off)
+        without gradients, so only the architecture can make them differ.
         """
-        transformer = self.model[0]
-        was_training = transformer.training
-        transformer.eval()
+        hf_model = self.model[0].auto_model
+        inputs = {k: v for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        was_training = hf_model.training
+        hf_model.eval()
         try:
             with torch.no_grad():
-                hidden = self._run_transformer(features, hidden=True)["all_layer_embeddings"]
+                hidden = hf_model(**inputs, output_hidden_states=True).hidden_states[layer]
                 with first_layers(self.model, layer):
-                    direct = self._run_transformer(features, hidden=False)["token_embeddings"]
+                    direct = hf_model(**inputs).last_hidden_state
         finally:
-            transformer.train(was_training)
-        return bool(torch.allclose(hidden[layer], direct, rtol=1e-4, atol=1e-5))
+            hf_model.train(was_training)
+        return bool(torch.allclose(hidden, direct, rtol=1e-4, atol=1e-5))
 
     def _pool(self, out: dict[str, Any], token_embeddings: Tensor) -> Tensor:
         feats = {k: v for k, v in out.items() if k not in ("all_layer_embeddings", "sentence_embedding")}
