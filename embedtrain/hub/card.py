@@ -219,7 +219,15 @@ def _local_results(rows: list[ResultRow]) -> list[str]:
     return lines
 
 
-def _usage(repo_id: str, tasks: dict[str, Any] | None) -> list[str]:
+def _usage(repo_id: str, tasks: dict[str, Any] | None, custom_modules: list[str] | None = None) -> list[str]:
+    if not tasks and custom_modules:  # embedtrain's own module classes (latent-attention pooling)
+        return [f"Its modules include embedtrain's {', '.join(f'`{m}`' for m in custom_modules)}, so load it with "
+                "embedtrain installed (`pip install embedtrain`):", "",
+                "```python", "from sentence_transformers import SentenceTransformer", "",
+                f'model = SentenceTransformer("{repo_id}", trust_remote_code=True)  '
+                "# or embedtrain.models.load_model(path), which needs no flag",
+                'embeddings = model.encode(["The weather is lovely today.", "It is sunny outside."])',
+                "```"]
     if not tasks:
         return ["```python", "from sentence_transformers import SentenceTransformer", "",
                 f'model = SentenceTransformer("{repo_id}")',
@@ -335,6 +343,14 @@ def _insert(body: str, section: str) -> str:
     return body.rstrip() + "\n\n" + section
 
 
+def _embedtrain_modules(checkpoint: Path) -> list[str]:
+    """embedtrain module classes named in the checkpoint's ``modules.json`` (other than task adapters)."""
+    from embedtrain.models.trust import EMBEDTRAIN_MODULES, modules_json
+
+    kinds = [str(m.get("type", "")) for m in modules_json(checkpoint)]
+    return [k.rsplit(".", 1)[-1] for k in kinds if k in EMBEDTRAIN_MODULES and not k.endswith("TaskAdapterTransformer")]
+
+
 def build_card(checkpoint: str | Path, repo_id: str, *, results: list[ResultRow] | None = None,
                model_name: str | None = None) -> str:
     """The README.md text for ``checkpoint`` uploaded as ``repo_id``."""
@@ -376,6 +392,9 @@ def build_card(checkpoint: str | Path, repo_id: str, *, results: list[ResultRow]
     data.eval_results = eval_results([r for r in rows if r.is_mteb]) or None
 
     ours = "\n".join(embedtrain_sections(checkpoint, repo_id, recipe, run, tasks, soup, rows))
+    custom = _embedtrain_modules(checkpoint)
+    if st_card is not None and custom and not tasks:  # sentence-transformers' usage snippet alone would fail
+        ours = "\n".join(["## Loading with embedtrain's modules", "", *_usage(repo_id, None, custom), ""]) + "\n" + ours
     if st_card is not None:
         body = st_card.text.replace(ST_MODEL_ID_PLACEHOLDER, repo_id)
         if data.base_model:  # sentence-transformers only knows it when it loaded the model from the Hub
@@ -386,5 +405,5 @@ def build_card(checkpoint: str | Path, repo_id: str, *, results: list[ResultRow]
         body = "\n".join([f"# {name}", "",
                           "A text embedding model trained with [embedtrain](https://pypi.org/project/embedtrain/) on "
                           "top of sentence-transformers" + (f", starting from `{base_name}`." if base_name else "."),
-                          "", "## Usage", "", *(_usage(repo_id, None) if not tasks else []), ""]) + "\n" + ours
+                          "", "## Usage", "", *(_usage(repo_id, None, custom) if not tasks else []), ""]) + "\n" + ours
     return f"---\n{data.to_yaml()}\n---\n\n{body.strip()}\n"

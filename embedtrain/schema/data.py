@@ -38,6 +38,10 @@ class DatasetConfig(StrictModel):
     query_prompt: str | None = None
     #: Prompt of the passage side, saved as ``<dataset>-document`` (``document_prompt`` is accepted too).
     passage_prompt: str | None = Field(default=None, validation_alias=AliasChoices("passage_prompt", "document_prompt"))
+    #: A task instruction (e5-mistral style): formatted by the recipe's ``instructions.template`` into the
+    #: query prompt; the passage side gets none unless ``symmetric`` (then both sides get it).
+    instruction: str | None = None
+    symmetric: bool = False
     loss: LossConfig | None = None
     #: Hard-negative re-mining while training (embedtrain.mining), e.g. ``{dynamic: {every_steps: 100}}``.
     mining: DatasetMiningConfig | None = None

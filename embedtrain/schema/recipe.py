@@ -35,7 +35,9 @@ from embedtrain.schema.data import (
     PromptsConfig,
     TextDatasetConfig,
 )
+from embedtrain.schema.decoder import check_model_options
 from embedtrain.schema.evaluation import EvalConfig, GeneralizationConfig
+from embedtrain.schema.instructions import InstructionsConfig
 from embedtrain.schema.loss import LossConfig
 from embedtrain.schema.model import ModelConfig
 from embedtrain.schema.smae import SmaeConfig
@@ -91,11 +93,16 @@ class RecipeBase(LocatedModel):
     def check(self) -> None:
         """Rules across sections, checked once the recipe knows its file and lines (errors are located).
 
-        Subclasses extend it; this part checks the names and values under ``training:``.
+        Subclasses extend it; this part checks the names and values under ``training:`` and the model options.
         """
         from embedtrain.schema.training_args import check_training_section
 
         check_training_section(self, self.arguments_class())
+        self.check_model_section()
+
+    def check_model_section(self) -> None:
+        """The ``model:`` options this stage can apply, and the rules between them (located errors)."""
+        check_model_options(self, stage=self.stage)
 
 
 class ContrastiveRecipe(RecipeBase):
@@ -105,6 +112,8 @@ class ContrastiveRecipe(RecipeBase):
     datasets: list[DatasetConfig] = Field(default_factory=list, validate_default=True)
     loss: LossConfig
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+    #: Task instructions (e5-mistral style) saved as checkpoint prompts, per MTEB task type and task name.
+    instructions: InstructionsConfig | None = None
     #: Quick sentence-transformers evaluators run before and after training (``eval:`` runs MTEB).
     evaluators: list[EvaluatorConfig] = Field(default_factory=list)
     multi_dataset_sampler: Literal["proportional", "round_robin"] = "proportional"
@@ -133,6 +142,9 @@ class ContrastiveRecipe(RecipeBase):
                 raise self.error(f"dynamic mining replaces hard negatives, but format '{ds.format}' has none; "
                                  f"use format {sorted(NEGATIVE_FORMATS)} (e.g. the output of `embedtrain mine`)",
                                  "datasets", i, "mining", "dynamic")
+            if ds.instruction is not None and (ds.query_prompt is not None or ds.passage_prompt is not None):
+                raise self.error("give either 'instruction' (formatted by instructions.template) or "
+                                 "query_prompt/passage_prompt, not both", "datasets", i, "instruction")
         from embedtrain.schema.mixing import check_mixing
 
         check_mixing(self)
@@ -155,6 +167,11 @@ class TaskRecipe(RecipeBase):
     datasets: list[DatasetConfig] = Field(default_factory=list, exclude=True)
     evaluators: list[EvaluatorConfig] = Field(default_factory=list, exclude=True)
 
+    def check_model_section(self) -> None:
+        from embedtrain.schema.decoder import MODEL_OPTION_FIELDS
+
+        check_model_options(self, stage="tasks", allowed=tuple(f for f in MODEL_OPTION_FIELDS if f != "lora"))
+
     def check(self) -> None:
         super().check()
         if self.datasets:
@@ -168,6 +185,9 @@ class TaskRecipe(RecipeBase):
                 if ds.loss is None and task.loss is None and self.loss is None:
                     raise self.error("no loss for this dataset: set 'loss' on the dataset, its task or the recipe",
                                      "tasks", i, "datasets", j)
+                if ds.instruction is not None:
+                    raise self.error("task datasets take their task's prompt (tasks[i].prompt), not an "
+                                     "instruction", "tasks", i, "datasets", j, "instruction")
         from embedtrain.schema.mixing import check_mixing
 
         check_mixing(self)
@@ -192,6 +212,9 @@ class SmaeRecipe(RecipeBase):
     stage: Literal["smae"]
     datasets: list[TextDatasetConfig] = Field(min_length=1)
     smae: SmaeConfig = Field(default_factory=SmaeConfig)
+
+    def check_model_section(self) -> None:
+        check_model_options(self, stage="smae", allowed=())  # SMAE trains its own masked-LM head on the encoder
 
     @classmethod
     def arguments_class(cls) -> type:

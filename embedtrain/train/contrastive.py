@@ -44,11 +44,26 @@ logger = logging.getLogger(__name__)
 
 def load_start_model(recipe, mode: TrainingMode | None = None):
     """The recipe's starting model (local folder or packaged name; errors point at ``model.name_or_path``), set to
-    the recipe's training length; ``mode.inference_length`` gets the model's own length (what it is saved with)."""
+    the recipe's training length; ``mode.inference_length`` gets the model's own length (what it is saved with).
+
+    With model options set (pooling, bidirectional, dtype, LoRA...: :class:`~embedtrain.schema.ModelOptions`)
+    the model is built by :func:`embedtrain.models.decoder.build_decoder_embedder`; otherwise it loads as saved.
+    The recipe's seed is set first, so freshly initialised weights (LoRA matrices, a latent-attention pooling,
+    task adapters) are the same in every run of the recipe; the trainer seeds itself only after the model exists.
+    """
+    from transformers import set_seed
+
     from embedtrain.models.resolve import recipe_model_path
 
-    model = load_model(recipe_model_path(recipe), device=recipe.model.device,
-                       trust_remote_code=recipe.model.trust_remote_code)
+    set_seed(recipe.seed)
+    path = recipe_model_path(recipe)
+    if recipe.model.decoder_options_set():
+        from embedtrain.models.decoder import build_decoder_embedder
+
+        model = build_decoder_embedder(path, recipe.model.loader_options(), device=recipe.model.device,
+                                       trust_remote_code=recipe.model.trust_remote_code)
+    else:
+        model = load_model(path, device=recipe.model.device, trust_remote_code=recipe.model.trust_remote_code)
     if mode is not None:
         mode.inference_length = model.max_seq_length
     if recipe.model.max_seq_length is not None:

@@ -165,16 +165,28 @@ def check_streaming(recipe: LocatedModel, cfg: DatasetConfig, loc: tuple[Any, ..
                            "prepare the data (streaming: false)", *loc, "streaming")
 
 
+def dataset_prompts(recipe: ContrastiveRecipe, cfg: DatasetConfig) -> tuple[str | None, str | None]:
+    """``(query prompt, passage prompt)`` of a dataset: its instruction (formatted by the recipe's
+    ``instructions.template``), else its own prompts, else the recipe's."""
+    if cfg.instruction is not None:
+        from embedtrain.models.instructions import dataset_prompts as instruction_prompts
+
+        template = recipe.instructions.template if recipe.instructions is not None else None
+        return instruction_prompts(cfg.instruction, symmetric=cfg.symmetric,
+                                   **({"template": template} if template else {}))
+    return (cfg.query_prompt if cfg.query_prompt is not None else recipe.prompts.query,
+            cfg.passage_prompt if cfg.passage_prompt is not None else recipe.prompts.passage)
+
+
 def prepare_contrastive(recipe: ContrastiveRecipe, model_shape: tuple[int, int] | None = None
                         ) -> list[PreparedDataset]:
     """Every dataset of a contrastive recipe, validated, with its loss (its own, else the recipe's)."""
     prepared = []
     for i, cfg in enumerate(recipe.datasets):
         loss, loss_loc = (cfg.loss, ("datasets", i, "loss")) if cfg.loss is not None else (recipe.loss, ("loss",))
-        prepared.append(prepare_dataset(
-            recipe, cfg, ("datasets", i), loss, loss_loc, model_shape=model_shape,
-            query_prompt=cfg.query_prompt if cfg.query_prompt is not None else recipe.prompts.query,
-            passage_prompt=cfg.passage_prompt if cfg.passage_prompt is not None else recipe.prompts.passage))
+        query_prompt, passage_prompt = dataset_prompts(recipe, cfg)
+        prepared.append(prepare_dataset(recipe, cfg, ("datasets", i), loss, loss_loc, model_shape=model_shape,
+                                        query_prompt=query_prompt, passage_prompt=passage_prompt))
     return prepared
 
 
@@ -185,19 +197,30 @@ def checkpoint_prompts(recipe: ContrastiveRecipe) -> dict[str, str]:
     sentence-transformers look up); dataset-specific prompts as ``<dataset>-query`` /
     ``<dataset>-document`` so they can be chosen with ``encode(..., prompt_name=...)``. A single dataset's
     prompts also become ``query`` / ``document`` when the recipe sets none.
+
+    The ``instructions:`` section's prompts (keyed per MTEB task type and task, see
+    :mod:`embedtrain.models.instructions`) come first; the recipe's explicit prompts win over them.
     """
     prompts: dict[str, str] = {}
+    if recipe.instructions is not None:
+        from embedtrain.models.instructions import instruction_prompts
+
+        prompts.update(instruction_prompts(recipe.instructions))
     if recipe.prompts.query:
         prompts["query"] = recipe.prompts.query
     if recipe.prompts.passage:
         prompts["document"] = recipe.prompts.passage
-    for cfg in recipe.datasets:
-        if cfg.query_prompt:
-            prompts[f"{cfg.name}-query"] = cfg.query_prompt
-        if cfg.passage_prompt:
-            prompts[f"{cfg.name}-document"] = cfg.passage_prompt
-    if "query" not in prompts and len(recipe.datasets) == 1 and recipe.datasets[0].query_prompt:
-        prompts["query"] = recipe.datasets[0].query_prompt
-    if "document" not in prompts and len(recipe.datasets) == 1 and recipe.datasets[0].passage_prompt:
-        prompts["document"] = recipe.datasets[0].passage_prompt
+    own = {cfg.name: (cfg.query_prompt, cfg.passage_prompt) if cfg.instruction is None
+           else dataset_prompts(recipe, cfg) for cfg in recipe.datasets}
+    for name, (query, passage) in own.items():
+        if query:
+            prompts[f"{name}-query"] = query
+        if passage:
+            prompts[f"{name}-document"] = passage
+    if len(own) == 1:
+        query, passage = next(iter(own.values()))
+        if "query" not in prompts and query:
+            prompts["query"] = query
+        if "document" not in prompts and passage:
+            prompts["document"] = passage
     return prompts

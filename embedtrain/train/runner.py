@@ -112,6 +112,10 @@ class TrainingMode:
         """Resolve the start model (without loading it) and check the data; subclasses extend this."""
         self.model_path = recipe_model_path(self.recipe)
         self.model_shape = model_shape(self.model_path)
+        if self.recipe.model.decoder_options_set():
+            from embedtrain.models.decoder import check_recipe_model
+
+            check_recipe_model(self.recipe, self.model_shape)
 
     def training_extras(self) -> dict[str, Any]:
         """Argument values derived from the recipe (prompts, samplers); the recipe's own ``training:`` wins."""
@@ -133,12 +137,21 @@ class TrainingMode:
         return {}
 
     def after_train(self, trainer) -> None:
-        """Put the trained model into the state it is saved in."""
+        """Put the trained model into the state it is saved in (a ``model.lora`` adapter is merged unless
+        ``merge: false``)."""
+        if self.recipe.model.lora is not None:
+            from embedtrain.models.lora import finalize_lora
+
+            finalize_lora(trainer.model, self.recipe.model.lora)
 
     def save_final(self, trainer, folder: str) -> None:
         """Write the final model into ``folder`` (a fresh temporary folder, swapped in atomically)."""
         with self.as_saved(trainer.model):
             save_with_recipe(trainer.model, self.recipe, folder)
+        if self.recipe.model.lora is not None:  # a kept adapter: what its base folder's config lacks
+            from embedtrain.models.lora import write_adapter_load_kwargs
+
+            write_adapter_load_kwargs(trainer.model, folder)
 
     def saved_length(self) -> int | None:
         """The max_seq_length the final model is saved with: ``model.saved_max_seq_length``, else the start
