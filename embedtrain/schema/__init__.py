@@ -5,6 +5,7 @@ so every part of embedtrain can use the schema without import cycles.
 """
 
 from embedtrain.schema.base import LocatedModel, StrictModel, load_config_file, parse_overrides
+from embedtrain.schema.distill import DistillConfig, ScorerConfig, TeacherConfig
 from embedtrain.schema.data import (
     DataFormat,
     DatasetConfig,
@@ -20,6 +21,7 @@ from embedtrain.schema.model import ModelConfig
 from embedtrain.schema.recipe import (
     RECIPE_CLASSES,
     ContrastiveRecipe,
+    DistillRecipe,
     Recipe,
     RecipeBase,
     SmaeRecipe,
@@ -31,8 +33,10 @@ from embedtrain.schema.tasks import LoraSpec, TaskConfig
 
 __all__ = [
     "RECIPE_CLASSES", "ContrastiveRecipe", "DataFormat", "DatasetConfig", "DatasetMiningConfig",
+    "DistillConfig", "DistillRecipe",
     "DynamicMiningConfig", "EvalConfig", "EvaluatorConfig", "FileType", "LocalTaskSpec", "LocatedModel",
     "LoraSpec", "LossConfig", "ModelConfig", "NegativeFilter", "OfflineMiningConfig", "PromptsConfig", "Recipe",
-    "RecipeBase", "SmaeConfig", "SmaeRecipe", "StrictModel", "TaskConfig", "TaskConfigFile", "TaskRecipe",
+    "RecipeBase", "ScorerConfig", "SmaeConfig", "SmaeRecipe", "StrictModel", "TaskConfig", "TaskConfigFile",
+    "TaskRecipe", "TeacherConfig",
     "TextDatasetConfig", "load_config_file", "load_recipe", "parse_overrides",
 ]

@@ -27,11 +27,17 @@ logger = logging.getLogger(__name__)
 
 
 def load_start_model(recipe):
-    """The recipe's starting model (local folder or packaged name; errors point at ``model.name_or_path``)."""
+    """The recipe's starting model (local folder or packaged name; errors point at ``model.name_or_path``),
+    cut to ``model.keep_layers`` when the recipe trains a shallower student."""
     from embedtrain.models.resolve import recipe_model_path
+    from embedtrain.models.truncate import select_layers
 
-    return load_model(recipe_model_path(recipe), device=recipe.model.device,
-                      max_seq_length=recipe.model.max_seq_length, trust_remote_code=recipe.model.trust_remote_code)
+    model = load_model(recipe_model_path(recipe), device=recipe.model.device,
+                       max_seq_length=recipe.model.max_seq_length, trust_remote_code=recipe.model.trust_remote_code)
+    if recipe.model.keep_layers is not None:
+        select_layers(model, recipe.model.keep_layers)
+        logger.info("student: layers %s of %s", recipe.model.keep_layers, recipe.model.name_or_path)
+    return model
 
 
 class ContrastiveMode(TrainingMode):

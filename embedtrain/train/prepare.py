@@ -61,6 +61,11 @@ def check_signal(recipe: LocatedModel, cfg: DatasetConfig, loc: tuple[Any, ...],
     """
     where = f"dataset '{cfg.name}'"
     n = len(dataset)
+    if cfg.format == "scored_negatives" and "label" not in dataset.column_names and \
+            getattr(getattr(recipe, "distill", None), "scorer", None) is None:
+        raise recipe.error(f"{where}: the rows carry no teacher scores (positive_score with {{text, score}} "
+                           "negatives, or a scores list); let a teacher score them: 'stage: distill' with "
+                           "'distill: {scorer: {kind: cross_encoder, model: ...}}'", *loc, kind=DataError)
     inner = loss
     while inner.inner is not None:
         inner = inner.inner
