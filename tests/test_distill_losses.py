@@ -279,7 +279,7 @@ def test_st_matryoshka_wraps_score_losses():
     inner = MarginMSEDistillLoss(model, similarity="dot")
     wrapped = st_losses.MatryoshkaLoss(model, inner, matryoshka_dims=[4, 2])
     value = wrapped(feats(Q, P, N1, N2), torch.tensor(SCORES, dtype=torch.float32))
-    dot = lambda a, b: float(a @ b)  # noqa: E731
+    dot = lambda a, b: float(a @ b)
     expected = sum(hand_margin_mse(unit(TABLE[:, :d]), SCORES, dot, 1.0) for d in (4, 2))
     assert value.item() == pytest.approx(expected, rel=1e-5)
     value.backward()

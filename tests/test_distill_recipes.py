@@ -273,3 +273,9 @@ def test_projection_is_checkpointed_and_restored_on_resume(tmp_path, tiny_model_
     finally:
         mode_module.restore_projection = original
     assert torch.allclose(restored["weight"], saved.weight)
+
+
+def test_bundled_distillation_recipe_validates(repo_root):
+    report = validate(repo_root / "recipes" / "distill_student.yaml")
+    assert report.recipe.stage == "distill" and report.recipe.model.keep_layers == 3
+    assert any(line.startswith("teacher minilm:") for line in report.lines)

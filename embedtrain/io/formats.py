@@ -286,7 +286,7 @@ def scored_negatives_dataset(records: Records, mapping: dict[str, str], num_nega
     spec = FORMATS["scored_negatives"]
     unknown = set(mapping) - set(spec.roles) - set(SCORE_ROLES)
     if unknown:
-        role = sorted(unknown)[0]
+        role = min(unknown)
         raise DataError(f"'{role}' is not a role of this format; roles are {[*spec.roles, *SCORE_ROLES]}",
                         file=records.path, field=f"columns.{role}")
     cols = resolve_columns(records, spec, {k: v for k, v in mapping.items() if k not in SCORE_ROLES})

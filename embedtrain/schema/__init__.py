@@ -5,7 +5,6 @@ so every part of embedtrain can use the schema without import cycles.
 """
 
 from embedtrain.schema.base import LocatedModel, StrictModel, load_config_file, parse_overrides
-from embedtrain.schema.distill import DistillConfig, ScorerConfig, TeacherConfig
 from embedtrain.schema.data import (
     DataFormat,
     DatasetConfig,
@@ -14,6 +13,7 @@ from embedtrain.schema.data import (
     PromptsConfig,
     TextDatasetConfig,
 )
+from embedtrain.schema.distill import DistillConfig, ScorerConfig, TeacherConfig
 from embedtrain.schema.evaluation import EvalConfig, LocalTaskSpec, TaskConfigFile
 from embedtrain.schema.loss import LossConfig
 from embedtrain.schema.mining import DatasetMiningConfig, DynamicMiningConfig, NegativeFilter, OfflineMiningConfig
