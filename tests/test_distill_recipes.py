@@ -279,3 +279,39 @@ def test_bundled_distillation_recipe_validates(repo_root):
     report = validate(repo_root / "recipes" / "distill_student.yaml")
     assert report.recipe.stage == "distill" and report.recipe.model.keep_layers == 3
     assert any(line.startswith("teacher minilm:") for line in report.lines)
+
+
+def test_accelerate_launch_two_processes_share_the_teacher_work(tmp_path, tiny_model_dir, wide_teacher, repo_root):
+    """A distill recipe under a real 2-process launch: the store and the pair scores are built once, together."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    write_rows(tmp_path / "texts.jsonl", text_rows(32))
+    write_rows(tmp_path / "rows.jsonl", mined_rows(16, scored=False))
+    path = recipe_file(
+        tmp_path, tiny_model_dir,
+        [{"name": "texts", "path": "texts.jsonl", "format": "text"},
+         {"name": "rows", "path": "rows.jsonl", "format": "scored_negatives", "loss": {"name": "margin_mse"}}],
+        {"name": "embed_distill"},
+        distill={"teachers": [{"model": str(wide_teacher)}], "scorer": {"kind": "bi_encoder", "model": str(wide_teacher)},
+                 "cache_dir": "cache"})
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": os.pathsep.join([str(repo_root), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(repo_root / "recipes" / "accelerate" / "cpu_2proc.yaml"), "--main_process_port", "29541",
+           "-m", "embedtrain", "train", str(path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("final model:") == 1, proc.stdout
+    stores = list((tmp_path / "cache").glob("teachers-*"))
+    assert len(stores) == 1 and len(T.TeacherEmbeddings(stores[0])) == 32
+    index = json.loads((stores[0] / "index.json").read_text())
+    single = T.precompute_teacher_embeddings([r["text"] for r in text_rows(32)], [T.TeacherSpec("teacher0", wide_teacher)],
+                                             tmp_path / "single")
+    assert index["keys"] == single.index["keys"] and index["fingerprint"] == single.fingerprint
+    assert np.allclose(np.array(T.TeacherEmbeddings(stores[0]).vectors), np.array(single.vectors), atol=1e-5)
+    caches = list((tmp_path / "cache" / "pair_scores").glob("*.sqlite"))
+    assert len(caches) == 1
+    assert (tmp_path / "out" / "final" / PROJECTION_DIR).is_dir()
