@@ -1,6 +1,7 @@
 """Sub-networks of a sentence-transformer: the first ``L`` transformer layers and/or the first ``D`` dims.
 
-Used by 2D-Matryoshka / Starbucks evaluation grids and by ``embedtrain export``. Layers are dropped
+Used by 2D-Matryoshka / Starbucks evaluation grids, by ``embedtrain export`` and by ``model.keep_layers``
+(a shallower student cut from the start model, :func:`select_layers`). Layers are dropped
 from the Hugging Face encoder itself (so the result saves and loads as an ordinary, smaller model);
 dimensions are cut with sentence-transformers' ``truncate_dim``.
 """
