@@ -405,7 +405,7 @@ def main() -> None:
     parser.add_argument("--corpus-size", type=int, default=5000)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--mnrl-epochs", type=int, default=3)
-    parser.add_argument("--b-epochs", type=int, default=2)
+    parser.add_argument("--b-epochs", type=int, default=1)
     parser.add_argument("--speed-rounds", type=int, default=3)
     parser.add_argument("--cost-steps", type=int, default=10)
     parser.add_argument("--resamples", type=int, default=1000)
