@@ -8,6 +8,7 @@ data format, the model's shape, and the inner loss of a wrapper.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,9 @@ class LossContext:
     model_shape: tuple[int, int] | None = None
     #: Whether models the loss loads (a GIST guide) may run code from their folder.
     trust_remote_code: bool = False
+    #: Pre-computed teacher embeddings (``embedtrain.distill.TeacherEmbeddings``) of a ``stage: distill`` run;
+    #: the embedding-distillation losses look their labels up in it.
+    teacher_store: Any = None
 
     @classmethod
     def for_recipe(cls, recipe: LocatedModel, loc: tuple[Any, ...], data_format: str | None = None,
@@ -71,9 +75,9 @@ class LossContext:
 
     def nested(self, config: LossConfig | None) -> LossContext:
         """The context of the ``inner`` loss of a wrapper loss."""
-        return LossContext(self.recipe_file, self.base_dir, self.line, f"{self.field}.inner",
-                           config.inner if config is not None else None, self.data_format, self.recipe,
-                           (*self.loc, "inner") if self.loc else (), self.model_shape, self.trust_remote_code)
+        return dataclasses.replace(self, field=f"{self.field}.inner",
+                                   inner=config.inner if config is not None else None,
+                                   loc=(*self.loc, "inner") if self.loc else ())
 
     def build_inner(self, model: SentenceTransformer) -> nn.Module:
         """Build the loss a wrapper loss wraps (the recipe's ``inner``)."""

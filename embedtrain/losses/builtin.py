@@ -3,4 +3,20 @@
 Add a line here when adding a loss module.
 """
 
-from embedtrain.losses import angle, cached_gist, cached_mnrl, cosent, gist, matryoshka, matryoshka2d, mnrl, starbucks  # noqa: F401  # noqa: F401
+from embedtrain.losses import (  # noqa: F401
+    angle,
+    cached_gist,
+    cached_mnrl,
+    cosent,
+    embed_ranking,
+    embed_similarity,
+    embedding_distill,
+    gist,
+    listwise_kl,
+    margin_mse,
+    matryoshka,
+    matryoshka2d,
+    mnrl,
+    self_distill,
+    starbucks,
+)

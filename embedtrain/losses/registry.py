@@ -31,8 +31,12 @@ if TYPE_CHECKING:
 CONTRASTIVE_FORMATS: frozenset[str] = frozenset({"pairs", "triplets", "hard_negatives"})
 #: Data formats of sentence pairs with a gold similarity score.
 SCORED_FORMATS: frozenset[str] = frozenset({"scored_pairs"})
+#: Hard negatives with a teacher's score for the positive and each negative (score distillation).
+TEACHER_SCORE_FORMATS: frozenset[str] = frozenset({"scored_negatives"})
+#: Formats whose texts embedding distillation can learn from (the teacher store gives the label).
+EMBED_DISTILL_FORMATS: frozenset[str] = frozenset({"text"}) | CONTRASTIVE_FORMATS
 #: Every training data format (for wrapper losses, which take whatever their inner loss takes).
-ANY_FORMAT: frozenset[str] = CONTRASTIVE_FORMATS | SCORED_FORMATS
+ANY_FORMAT: frozenset[str] = CONTRASTIVE_FORMATS | SCORED_FORMATS | TEACHER_SCORE_FORMATS | EMBED_DISTILL_FORMATS
 
 
 @dataclass(frozen=True)

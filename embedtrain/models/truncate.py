@@ -1,6 +1,7 @@
 """Sub-networks of a sentence-transformer: the first ``L`` transformer layers and/or the first ``D`` dims.
 
-Used by 2D-Matryoshka / Starbucks evaluation grids and by ``embedtrain export``. Layers are dropped
+Used by 2D-Matryoshka / Starbucks evaluation grids, by ``embedtrain export`` and by ``model.keep_layers``
+(a shallower student cut from the start model, :func:`select_layers`). Layers are dropped
 from the Hugging Face encoder itself (so the result saves and loads as an ordinary, smaller model);
 dimensions are cut with sentence-transformers' ``truncate_dim``.
 """
@@ -8,7 +9,7 @@ dimensions are cut with sentence-transformers' ``truncate_dim``.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -50,6 +51,58 @@ def keep_first_layers(model, n: int) -> None:
     layer_types = getattr(hf_model.config, "layer_types", None)
     if isinstance(layer_types, list) and len(layer_types) == total:
         hf_model.config.layer_types = layer_types[:n]
+
+
+def layer_indices(keep: int | Sequence[int], total: int) -> list[int]:
+    """The layers a ``keep_layers`` setting keeps of a ``total``-layer model, in order.
+
+    An int ``n`` keeps the first ``n`` layers; a list keeps those layers (0-based, distinct, in the order
+    given), e.g. ``[0, 2, 4]`` for a DistilBERT-style "every other layer" student. Raises ``ValueError``.
+    """
+    if isinstance(keep, int):
+        if not 1 <= keep <= total:
+            raise ValueError(f"cannot keep {keep} layers of a {total}-layer model (1..{total})")
+        return list(range(keep))
+    indices = [int(i) for i in keep]
+    if not indices:
+        raise ValueError("the list of layers to keep is empty")
+    if any(not 0 <= i < total for i in indices) or len(set(indices)) != len(indices):
+        raise ValueError(f"layer indices must be distinct and in 0..{total - 1}, got {indices}")
+    return indices
+
+
+def select_layers(model, keep: int | Sequence[int]) -> None:
+    """Keep only the transformer layers ``keep`` selects (see :func:`layer_indices`) of ``model``, in place.
+
+    The result saves and loads as an ordinary, shallower model: ``num_hidden_layers`` (and per-layer metadata
+    such as ``layer_types``) follow, and blocks that number themselves (``layer_idx``, for KV caches) are
+    renumbered. Embeddings, pooling and any Dense / Normalize modules are kept, so a student cut from a
+    teacher starts in the teacher's embedding space and width.
+    """
+    layers = encoder_layers(model)
+    total = len(layers)
+    try:
+        indices = layer_indices(keep, total)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+    if indices == list(range(len(indices))):
+        if len(indices) < total:
+            keep_first_layers(model, len(indices))
+        return
+    chosen = [layers[i] for i in indices]
+    for new_index, block in enumerate(chosen):
+        for module in block.modules():
+            if isinstance(getattr(module, "layer_idx", None), int):
+                module.layer_idx = new_index
+    while len(layers):
+        del layers[-1]
+    for block in chosen:
+        layers.append(block)
+    config = model[0].auto_model.config
+    layer_types = getattr(config, "layer_types", None)
+    if isinstance(layer_types, list) and len(layer_types) == total:
+        config.layer_types = [layer_types[i] for i in indices]
+    config.num_hidden_layers = len(indices)
 
 
 @contextmanager

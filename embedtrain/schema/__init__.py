@@ -14,6 +14,7 @@ from embedtrain.schema.data import (
     TextDatasetConfig,
 )
 from embedtrain.schema.decoder import LatentAttentionConfig, ModelLoraConfig, ModelOptions
+from embedtrain.schema.distill import DistillConfig, ScorerConfig, TeacherConfig
 from embedtrain.schema.evaluation import EvalConfig, LocalTaskSpec, TaskConfigFile
 from embedtrain.schema.instructions import InstructionsConfig
 from embedtrain.schema.loss import LossConfig
@@ -22,6 +23,7 @@ from embedtrain.schema.model import ModelConfig
 from embedtrain.schema.recipe import (
     RECIPE_CLASSES,
     ContrastiveRecipe,
+    DistillRecipe,
     Recipe,
     RecipeBase,
     SmaeRecipe,
@@ -34,10 +36,11 @@ from embedtrain.schema.tasks import LoraSpec, TaskConfig
 
 __all__ = [
     "RECIPE_CLASSES", "ContrastiveRecipe", "DataFormat", "DatasetConfig", "DatasetMiningConfig",
+    "DistillConfig", "DistillRecipe",
     "DynamicMiningConfig", "EvalConfig", "EvaluatorConfig", "FileType", "InstructionsConfig",
     "LatentAttentionConfig", "LocalTaskSpec", "LocatedModel", "LoraSpec", "LossConfig", "ModelConfig",
     "ModelLoraConfig", "ModelOptions", "NegativeFilter", "OfflineMiningConfig", "PromptsConfig", "Recipe",
-    "RecipeBase", "SmaeConfig", "SmaeRecipe", "SpeedConfig", "StrictModel", "TaskConfig", "TaskConfigFile",
-    "TaskRecipe",
+    "RecipeBase", "ScorerConfig", "SmaeConfig", "SmaeRecipe", "SpeedConfig", "StrictModel", "TaskConfig",
+    "TaskConfigFile", "TaskRecipe", "TeacherConfig",
     "TextDatasetConfig", "load_config_file", "load_recipe", "parse_overrides",
 ]

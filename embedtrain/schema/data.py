@@ -10,7 +10,7 @@ from embedtrain.schema.base import StrictModel
 from embedtrain.schema.loss import LossConfig
 from embedtrain.schema.mining import DatasetMiningConfig
 
-DataFormat = Literal["pairs", "triplets", "hard_negatives", "scored_pairs"]
+DataFormat = Literal["pairs", "triplets", "hard_negatives", "scored_pairs", "scored_negatives", "text"]
 #: Where a dataset's rows come from; ``hub`` is a dataset name on the Hugging Face hub (online users).
 FileType = Literal["jsonl", "json", "parquet", "csv", "hf_disk", "hub"]
 #: Data formats whose rows carry hard negatives (what dynamic re-mining replaces).
@@ -23,8 +23,10 @@ class DatasetConfig(StrictModel):
     """One training dataset.
 
     ``columns`` maps a role of the format (``anchor``, ``positive``, ``negative``, ``negatives``,
-    ``sentence1``, ``sentence2``, ``score``) to the column name in the file; roles left out are
-    found by their usual names (``query``, ``pos``, ``label``...).
+    ``sentence1``, ``sentence2``, ``score``, ``positive_score``, ``scores``, ``text``) to the column name in
+    the file; roles left out are found by their usual names (``query``, ``pos``, ``label``...).
+    ``scored_negatives`` rows carry teacher scores (score distillation); ``text`` rows are one text each
+    (embedding distillation on unlabeled text).
     """
 
     name: str = Field(pattern=NAME_PATTERN)

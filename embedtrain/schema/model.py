@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from embedtrain.schema.base import StrictModel
 from embedtrain.schema.decoder import ModelOptions
@@ -16,6 +16,18 @@ class ModelSource(StrictModel):
     saved_max_seq_length: int | None = Field(default=None, gt=0)
     device: str | None = None
     trust_remote_code: bool = False
+    #: Train a shallower student cut from the start model: ``3`` keeps the first 3 transformer layers,
+    #: ``[0, 2, 4]`` keeps those layers (0-based, in that order). The saved model has only these layers.
+    keep_layers: int | list[int] | None = None
+
+    @field_validator("keep_layers")
+    @classmethod
+    def _layers_positive(cls, keep: int | list[int] | None) -> int | list[int] | None:
+        if isinstance(keep, int) and keep < 1:
+            raise ValueError("keep_layers must be >= 1 (the number of first layers to keep) or a list of layers")
+        if isinstance(keep, list) and (not keep or any(i < 0 for i in keep) or len(set(keep)) != len(keep)):
+            raise ValueError("keep_layers as a list must name distinct layer indices >= 0")
+        return keep
 
 
 class ModelConfig(ModelOptions, ModelSource):
@@ -33,4 +45,7 @@ class ModelConfig(ModelOptions, ModelSource):
     ``gradient_checkpointing``, ``latent_attention``, ``lora``) say how the model is loaded, pooled and
     adapted -- mostly for decoder LLMs (:class:`~embedtrain.schema.decoder.ModelOptions`; docs/decoder.md).
     Left unset, they keep what the checkpoint does.
+
+    ``keep_layers`` starts training from a layer-truncated copy of the model (a smaller distillation student,
+    see docs/distillation.md); checked against the model's depth before it is loaded.
     """

@@ -10,10 +10,11 @@ errors into :class:`~embedtrain.errors.RecipeError` naming the file, line and fi
 ``contrastive``    a sentence-transformer on ``datasets`` with ``loss`` (the default)
 ``tasks``          one LoRA adapter (and prompt) per task on a frozen base (``tasks:``)
 ``smae``           Starbucks masked-autoencoding pre-training on plain text
+``distill``        a contrastive recipe plus teachers (``distill:``): embedding and score distillation
 =================  ================================================================================
 
-``stage`` may be left out: a recipe with a ``tasks:`` section is a ``tasks`` recipe, anything else is
-``contrastive`` (the layout of recipes written before ``stage`` existed). Relative data paths are resolved
+``stage`` may be left out: a recipe with a ``tasks:`` section is a ``tasks`` recipe, one with a ``distill:``
+section a ``distill`` recipe, anything else is ``contrastive`` (the layout of recipes written before ``stage`` existed). Relative data paths are resolved
 against the recipe file's folder, so a recipe works from any working directory; ``output_dir`` is
 relative to the working directory, like every Hugging Face trainer.
 """
@@ -38,6 +39,7 @@ from embedtrain.schema.data import (
 from embedtrain.schema.decoder import check_model_options
 from embedtrain.schema.evaluation import EvalConfig, GeneralizationConfig
 from embedtrain.schema.instructions import InstructionsConfig
+from embedtrain.schema.distill import DistillConfig
 from embedtrain.schema.loss import LossConfig
 from embedtrain.schema.model import ModelConfig
 from embedtrain.schema.smae import SmaeConfig
@@ -216,6 +218,12 @@ class SmaeRecipe(RecipeBase):
     def check_model_section(self) -> None:
         check_model_options(self, stage="smae", allowed=())  # SMAE trains its own masked-LM head on the encoder
 
+    def check(self) -> None:
+        super().check()
+        if self.model.keep_layers is not None:
+            raise self.error("stage smae does not cut the model; save a shallower one first "
+                             "(embedtrain export MODEL OUT --layers N) and start from it", "model", "keep_layers")
+
     @classmethod
     def arguments_class(cls) -> type:
         from transformers import TrainingArguments
@@ -223,12 +231,33 @@ class SmaeRecipe(RecipeBase):
         return TrainingArguments
 
 
+class DistillRecipe(ContrastiveRecipe):
+    """A contrastive recipe whose datasets may also learn from teachers (``stage: distill``)::
+
+        stage: distill
+        model: {name_or_path: all-MiniLM-L6-v2, keep_layers: 3}       # the student
+        distill:
+          teachers: [{name: minilm, model: all-MiniLM-L6-v2}]
+        datasets:
+          - {name: unlabeled, path: sentences.jsonl, format: text}
+        loss: {name: embed_distill}
+        output_dir: runs/distilled
+
+    Teacher embeddings are pre-computed once before training and reused across runs; see
+    :mod:`embedtrain.schema.distill` and docs/distillation.md.
+    """
+
+    stage: Literal["distill"] = "distill"  # type: ignore[assignment]
+    distill: DistillConfig
+
+
 #: Any recipe.
-Recipe = Union[ContrastiveRecipe, TaskRecipe, SmaeRecipe]  # noqa: UP007 - a runtime alias
+Recipe = Union[ContrastiveRecipe, TaskRecipe, SmaeRecipe, DistillRecipe]  # noqa: UP007 - a runtime alias
 RECIPE_CLASSES: dict[str, type[RecipeBase]] = {
     "contrastive": ContrastiveRecipe,
     "tasks": TaskRecipe,
     "smae": SmaeRecipe,
+    "distill": DistillRecipe,
 }
 
 
@@ -240,7 +269,7 @@ def recipe_stage(data: dict[str, Any], *, path: str | Path | None = None, line: 
     """
     stage = data.get("stage")
     if stage is None:
-        return "tasks" if "tasks" in data else "contrastive"
+        return "tasks" if "tasks" in data else "distill" if "distill" in data else "contrastive"
     if stage not in RECIPE_CLASSES:
         message = f"unknown stage {stage!r}." + suggest(str(stage), RECIPE_CLASSES) + f" Stages: {sorted(RECIPE_CLASSES)}"
         if origin is not None:

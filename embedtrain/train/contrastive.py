@@ -50,10 +50,13 @@ def load_start_model(recipe, mode: TrainingMode | None = None):
     the model is built by :func:`embedtrain.models.decoder.build_decoder_embedder`; otherwise it loads as saved.
     The recipe's seed is set first, so freshly initialised weights (LoRA matrices, a latent-attention pooling,
     task adapters) are the same in every run of the recipe; the trainer seeds itself only after the model exists.
+
+    ``model.keep_layers`` cuts the model to a shallower student (distillation) before training.
     """
     from transformers import set_seed
 
     from embedtrain.models.resolve import recipe_model_path
+    from embedtrain.models.truncate import select_layers
 
     set_seed(recipe.seed)
     path = recipe_model_path(recipe)
@@ -68,6 +71,9 @@ def load_start_model(recipe, mode: TrainingMode | None = None):
         mode.inference_length = model.max_seq_length
     if recipe.model.max_seq_length is not None:
         model.max_seq_length = recipe.model.max_seq_length
+    if recipe.model.keep_layers is not None:
+        select_layers(model, recipe.model.keep_layers)
+        logger.info("student: layers %s of %s", recipe.model.keep_layers, recipe.model.name_or_path)
     return model
 
 

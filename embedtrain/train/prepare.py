@@ -73,6 +73,8 @@ def load_prepared(recipe: LocatedModel, cfg: DatasetConfig | TextDatasetConfig, 
                   num_negatives=getattr(cfg, "num_negatives", None), max_samples=cfg.max_samples)
     if getattr(cfg, "streaming", False):
         return stream_dataset(path, cfg.format, **kwargs), {}
+    if cfg.format in ROW_READER_FORMATS:
+        return _read_rows(path, cfg, kwargs)
     mining = getattr(cfg, "mining", None)
     dynamic = mining.dynamic if mining is not None else None
     with main_process_first():
@@ -87,6 +89,22 @@ def load_prepared(recipe: LocatedModel, cfg: DatasetConfig | TextDatasetConfig, 
         records = read_records(path, cfg.file_type, split=cfg.split, limit=cfg.max_samples)
         dataset = dataset.add_column(LABEL_COLUMN, read_labels(records, label_column))
     return dataset, {**cached.meta, "cache": str(cached.folder), "reused": cached.reused}
+
+
+#: Formats whose rows carry more than the cached Arrow path keeps (teacher scores of each negative): read row by
+#: row with the reference reader (:func:`embedtrain.io.formats.to_dataset`).
+ROW_READER_FORMATS = frozenset({"scored_negatives"})
+
+
+def _read_rows(path, cfg, kwargs: dict[str, Any]) -> tuple[Dataset, dict[str, Any]]:
+    from embedtrain.io.formats import to_dataset
+    from embedtrain.io.readers import read_records
+
+    records = read_records(path, kwargs["file_type"], split=kwargs["split"], limit=kwargs["max_samples"])
+    dataset = to_dataset(records, cfg.format, kwargs["columns"], kwargs["num_negatives"])
+    text_columns = [c for c in dataset.column_names if c != "label"]
+    distinct = len(set(zip(*(dataset[c] for c in text_columns)))) if text_columns else len(dataset)
+    return dataset, {"rows": len(dataset), "distinct_rows": distinct}
 
 
 def load_dataset(recipe: LocatedModel, cfg: DatasetConfig | TextDatasetConfig, loc: tuple[Any, ...]) -> Dataset:
@@ -109,6 +127,11 @@ def check_signal(recipe: LocatedModel, cfg: DatasetConfig, loc: tuple[Any, ...],
         return
     where = f"dataset '{cfg.name}'"
     n = stats["rows"]
+    if cfg.format == "scored_negatives" and "label" not in dataset.column_names and \
+            getattr(getattr(recipe, "distill", None), "scorer", None) is None:
+        raise recipe.error(f"{where}: the rows carry no teacher scores (positive_score with {{text, score}} "
+                           "negatives, or a scores list); let a teacher score them: 'stage: distill' with "
+                           "'distill: {scorer: {kind: cross_encoder, model: ...}}'", *loc, kind=DataError)
     inner = loss
     while inner.inner is not None:
         inner = inner.inner

@@ -32,6 +32,7 @@ from embedtrain.io.checkpoints import (
 from embedtrain.mining.collective import sharding_engine
 from embedtrain.models.inspect import model_shape
 from embedtrain.models.resolve import recipe_model_path
+from embedtrain.models.truncate import layer_indices
 from embedtrain.schema import Recipe
 from embedtrain.train.args import build_training_args
 from embedtrain.train.sharded import SHARDED_ENGINES, full_weights, gather_full_state_dict
@@ -111,7 +112,7 @@ class TrainingMode:
     def prepare(self) -> None:
         """Resolve the start model (without loading it) and check the data; subclasses extend this."""
         self.model_path = recipe_model_path(self.recipe)
-        self.model_shape = model_shape(self.model_path)
+        self.model_shape = student_shape(self.recipe, model_shape(self.model_path))
         if self.recipe.model.decoder_options_set():
             from embedtrain.models.decoder import check_recipe_model
 
@@ -185,11 +186,23 @@ class TrainingMode:
         return {}
 
 
+def student_shape(recipe: Recipe, shape: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The start model's ``(layers, dim)`` after the recipe's ``model.keep_layers`` (checked against its depth)."""
+    keep = recipe.model.keep_layers
+    if keep is None or shape is None:
+        return shape
+    try:
+        return len(layer_indices(keep, shape[0])), shape[1]
+    except ValueError as exc:
+        raise recipe.error(str(exc), "model", "keep_layers") from None
+
+
 #: stage -> "module:Class" of its mode (imported on first use, so validating a recipe loads only its stage).
 MODES: dict[str, str] = {
     "contrastive": "embedtrain.train.contrastive:ContrastiveMode",
     "tasks": "embedtrain.train.tasks:TaskMode",
     "smae": "embedtrain.train.smae:SmaeMode",
+    "distill": "embedtrain.train.distill:DistillMode",
 }
 
 
