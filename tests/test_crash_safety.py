@@ -181,7 +181,7 @@ def test_overwrite_starts_clean_and_final_is_never_replaced_silently(tmp_path, t
         train(path, overwrite=True)
     assert "--overwrite: removed 1 checkpoint(s) and final/" in caplog.text
     assert not stale.exists()  # the old run cannot be resumed into the new one
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["checkpoint-2", "final"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["checkpoint-2", "final", "runs"]  # runs/: TensorBoard logs
     for p in (tmp_path / "out").glob("checkpoint-*"):
         import shutil
 

@@ -191,7 +191,8 @@ def test_cached_mnrl_on_a_decoder_matches_mnrl(tmp_path, llama_dir):
                                                             # SGD: the step is the gradient itself (Adam's
                                                             # first step is only its sign)
                                                             "optim": "sgd", "learning_rate": 0.5,
-                                                            "warmup_steps": 0, "save_strategy": "no"}))
+                                                            "warmup_steps": 0, "save_strategy": "no"},
+                                       speed={"precision": "fp32"}))  # an exactness test: no bf16 rounding
         encodings.append(_encode(SentenceTransformer(str(train(recipe).final_dir), device="cpu")))
     base = _encode(build_decoder_embedder(llama_dir, device="cpu", pooling="last_token", bidirectional=True))
     assert not torch.allclose(encodings[0], base, atol=1e-3)  # the step moved the model

@@ -233,7 +233,7 @@ def mine(config: OfflineMiningConfig, *, model=None, rescorer: Rescorer | None =
     stats.processes, stats.index = collective.world_size, config.index
     t_start = time.perf_counter()  # mining time: after reading data and loading the model
     try:
-        precision = choose_precision(config.precision, str(model.device))
+        precision = choose_precision(config.precision, str(getattr(model, "device", "cpu")))
         model_key = (model_fingerprint(_resolved_model(config)), config.max_seq_length, precision.name)
         t = time.perf_counter()
         corpus_key = fingerprint(*model_key, "document", config.passage_prompt, hashes=layout.corpus_hashes)
@@ -460,7 +460,7 @@ def _mine_with_st(config: OfflineMiningConfig, model, rescorer) -> MiningResult:
 
         model = load_model(config.model, device=config.device, max_seq_length=config.max_seq_length,
                            trust_remote_code=config.trust_remote_code)
-    with choose_precision(config.precision, str(model.device)).context():
+    with choose_precision(config.precision, str(getattr(model, "device", "cpu"))).context():
         return mine_with_sentence_transformers(config, model, anchors, positives, documents, time.perf_counter())
 
 

@@ -283,6 +283,9 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
         logger.info("before training: %s %.2f", name, value)
 
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    from embedtrain.train.throughput import drop_autocast_wrapper
+
+    drop_autocast_wrapper(trainer.model)  # float32 from here on, as saved (bf16 training leaves autocast on)
     mode.after_train(trainer)
 
     after: dict[str, float] = {}

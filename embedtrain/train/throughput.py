@@ -119,6 +119,25 @@ def set_attention_dropout(model, p: float) -> int:
     return changed
 
 
+def drop_autocast_wrapper(model) -> bool:
+    """Undo the mixed-precision wrapper accelerate puts on ``model.forward`` for training (True if there was one).
+
+    With ``bf16`` the trainer's accelerator replaces the model's forward by an autocast version and keeps it
+    after training, so the trained model in memory would go on computing in bf16: the after-training checks
+    would not measure the float32 weights that are saved, and a caller's embeddings would differ from the
+    saved model's. accelerate's own ``keep_fp32_wrapper=False`` cannot restore an instance-level forward (length
+    bucketing's), which it turns into a method; here the forward in place before training comes back as it was.
+    """
+    original = model.__dict__.pop("_original_forward", None)
+    if original is None:
+        return False
+    if getattr(original, "__self__", None) is model and getattr(original, "__func__", None) is type(model).forward:
+        model.__dict__.pop("forward", None)  # the class's own forward
+    else:
+        model.forward = original  # an instance-level wrapper (bucketing) stays
+    return True
+
+
 def prepare_model(model, speed) -> None:
     """Apply ``speed`` (a :class:`~embedtrain.schema.SpeedConfig`) to the model about to be trained."""
     if speed.attention_dropout is not None:
