@@ -396,3 +396,88 @@ def test_matryoshka_prefixes_can_follow_the_students_own_full_vectors():
     assert value.item() == pytest.approx((full + prefix) / 2, rel=1e-5)
     with pytest.raises(ValueError, match="matryoshka_target"):
         EmbeddingDistillLoss(model, matryoshka_target="both")
+
+
+# ------------------------------------------------------------------- self-distillation without the trained pairs
+
+def hand_untrained_sim(s, t, rows, columns):
+    """Mean over (i, j), i != j and not a trained pair (first column row r with another column's row r)."""
+    s, t = unit(s), unit(t)
+    errs = []
+    n = rows * columns
+    for i in range(n):
+        for j in range(n):
+            trained = (i < rows and j >= rows and j % rows == i) or (j < rows and i >= rows and i % rows == j)
+            if i != j and not trained:
+                errs.append((s[i] @ s[j] - t[i] @ t[j]) ** 2)
+    return float(np.mean(errs))
+
+
+def test_self_distillation_can_leave_the_trained_pairs_out():
+    model = TableModel(TABLE)
+    inner = st_losses.MultipleNegativesRankingLoss(model)
+    loss = SelfDistillLoss(model, inner, weight=2.0, cosine_weight=0.0, similarity_weight=1.0,
+                           exclude_trained_pairs=True)
+    with torch.no_grad():
+        model.table.add_(torch.tensor(RNG.normal(scale=0.5, size=TABLE.shape), dtype=torch.float32))
+    moved = model.table.detach().numpy().astype(np.float64)
+    cols = (Q, P, N1)
+    value = loss(feats(*cols), None)
+    ids = [i for col in cols for i in col]
+    expected = inner(feats(*cols), None).item() + 2.0 * hand_untrained_sim(moved[ids], TABLE[ids], 2, 3)
+    assert value.item() == pytest.approx(expected, rel=1e-5)
+    # a trained pair's similarity alone changing leaves the regulariser at zero: move q0 towards p0 only
+    model2 = TableModel(TABLE)
+    mnrl = st_losses.MultipleNegativesRankingLoss(model2)
+    loss2 = SelfDistillLoss(model2, mnrl, weight=1.0, cosine_weight=0.0, similarity_weight=1.0,
+                            exclude_trained_pairs=True)
+    loss_all = SelfDistillLoss(model2, mnrl, weight=1.0, cosine_weight=0.0, similarity_weight=1.0)
+    with torch.no_grad():  # two texts only (one pair): the only off-diagonal entries are the trained pair
+        model2.table[0] = torch.tensor(TABLE[2] + 0.1, dtype=torch.float32)
+    reg = loss2(feats([0], [2]), None) - mnrl(feats([0], [2]), None)
+    assert reg.item() == pytest.approx(0.0, abs=1e-7)
+    reg_all = loss_all(feats([0], [2]), None) - mnrl(feats([0], [2]), None)
+    assert reg_all.item() > 1e-4  # the plain similarity term does penalise the trained pair
+
+
+def test_self_distillation_teacher_matches_the_students_dropout_mode():
+    model = TableModel(TABLE)
+    seen = []
+
+    class Recorder(TableModel):
+        def forward(self, features):
+            seen.append(self.training)
+            return super().forward(features)
+
+    teacher = Recorder(TABLE)
+    loss = SelfDistillLoss(model, st_losses.MultipleNegativesRankingLoss(model), teacher=teacher, match_dropout=True)
+    model.train()
+    loss(feats(Q, P), None)
+    model.eval()
+    loss(feats(Q, P), None)
+    assert seen == [True, True, False, False]  # one teacher forward per column, in the student's mode
+    assert not teacher.training  # left in eval mode
+    seen.clear()
+    model.train()
+    SelfDistillLoss(model, st_losses.MultipleNegativesRankingLoss(model), teacher=teacher)(feats(Q, P), None)
+    assert seen == [False, False]  # default: the teacher embeds in eval mode
+
+
+def test_self_distillation_teacher_is_not_the_bucketed_student(tiny_model_dir):
+    """Length bucketing installs an instance-level forward bound to the student; the frozen copy must not keep it
+    (it would silently embed with the student's weights and the regulariser would be ~0)."""
+    from embedtrain.train import bucketing
+
+    model = SentenceTransformer(str(tiny_model_dir), device="cpu")
+    assert bucketing.install(model)
+    loss = SelfDistillLoss(model, st_losses.MultipleNegativesRankingLoss(model), similarity_weight=1.0)
+    teacher = loss.__dict__["teacher"]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model.eval()
+    features = model.preprocess(["a cat sat on the mat", "dogs bark"])
+    with torch.no_grad():
+        student = model(dict(features))["sentence_embedding"]
+        target = teacher(dict(features))["sentence_embedding"]
+    assert (student - target).abs().max() > 1e-3

@@ -137,12 +137,23 @@ def embedding_dim(model: Any) -> int:
         model.truncate_dim = truncate
 
 
+def plain_copy(model):
+    """A deep copy of ``model`` that runs its class's own ``forward``.
+
+    Wrappers installed on the instance (length bucketing, recording hooks) are closures over the *original*
+    model; a deep copy would keep calling them, i.e. compute with the original's weights. They are dropped.
+    """
+    copied = copy.deepcopy(model)
+    copied.__dict__.pop("forward", None)
+    return copied
+
+
 def truncated_copy(model, *, layers: int | None = None, dim: int | None = None):
     """A deep copy of ``model`` with only the first ``layers`` layers and ``dim`` output dims.
 
     ``None`` keeps the full depth / width. The original model is not modified.
     """
-    small = copy.deepcopy(model)
+    small = plain_copy(model)
     if layers is not None and layers != num_layers(small):
         keep_first_layers(small, layers)
     if dim is not None:
