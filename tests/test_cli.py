@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -23,6 +24,23 @@ def test_help_lists_commands():
 def test_losses_lists_registry():
     proc = run_cli("losses")
     assert proc.returncode == 0 and "cached_mnrl" in proc.stdout and "cosent" in proc.stdout
+
+
+def test_losses_lists_distillation_losses_with_their_formats():
+    proc = subprocess.run([sys.executable, "-m", "embedtrain", "losses"], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "COLUMNS": "1000"})  # wide: one table line per loss
+    assert proc.returncode == 0, proc.stderr
+    rows = {cells[1].strip(): [c.strip() for c in cells[2:]]
+            for cells in (line.split("│") for line in proc.stdout.splitlines()) if len(cells) == 6}
+    expected = {"margin_mse": "scored_negatives", "listwise_kl": "scored_negatives",
+                "embed_distill": "hard_negatives, pairs, text, triplets",
+                "embed_similarity": "hard_negatives, pairs, text, triplets",
+                "embed_ranking": "hard_negatives, pairs, text, triplets"}
+    for name, formats in expected.items():
+        assert rows[name][0] == formats, (name, rows.get(name))
+    assert "scored_negatives" in rows["self_distill"][0] and "text" in rows["self_distill"][0]
+    assert "scale" in rows["margin_mse"][1] and "teacher_temperature" in rows["listwise_kl"][1]
+    assert "[positive, negatives]" in rows["listwise_kl"][2]  # brackets in a description are not rich markup
 
 
 def test_validate_ok_and_bad_data_line(tmp_path, tiny_model_dir):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from embedtrain.cli.app import app, out
@@ -83,5 +84,6 @@ def list_losses() -> None:
     for col in ("name", "formats", "parameters", "description"):
         table.add_column(col)
     for name, spec in sorted(api.losses().items()):
-        table.add_row(name, ", ".join(sorted(spec.formats)), ", ".join(spec.param_names()), spec.description)
+        # escaped: rich would read "[positive, negatives]" in a description as markup and drop it
+        table.add_row(name, ", ".join(sorted(spec.formats)), ", ".join(spec.param_names()), escape(spec.description))
     out.print(table)
