@@ -32,12 +32,14 @@ import argparse
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # experiment_stats (paired bootstrap, mean ± std)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -298,26 +300,29 @@ def load(args, label: str) -> tuple[dict, dict[str, np.ndarray]] | None:
         return json.loads(path.read_text(encoding="utf-8")), {k: data[k] for k in data.files}
 
 
-def bootstrap(xs: list[dict], ys: list[dict], gold: dict[str, np.ndarray], resamples: int, seed: int = 0) -> dict:
-    """Paired bootstrap over test pairs of (mean over X seeds) - (mean over Y seeds), per task and for the mean."""
-    rng = np.random.default_rng(seed)
-    per_task = {}
-    for task in TASKS:
-        n = len(gold[task])
-        diffs = np.empty(resamples)
-        for b in range(resamples):
-            idx = rng.integers(0, n, n)
-            g = rank(gold[task][idx])
-            sx = np.mean([np.corrcoef(rank(x[task][idx]), g)[0, 1] for x in xs])
-            sy = np.mean([np.corrcoef(rank(y[task][idx]), g)[0, 1] for y in ys])
-            diffs[b] = 100 * (sx - sy)
-        per_task[task] = diffs
-    mean = np.mean([per_task[t] for t in TASKS], axis=0)
-    ci = lambda d: [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))]
-    return {**{t: ci(d) for t, d in per_task.items()}, "mean": ci(mean)}
+def sts_items(sims: dict[str, np.ndarray], gold: dict[str, np.ndarray]) -> dict[str, dict]:
+    """One run's per-pair cosines as ``experiment_stats`` items (one per task)."""
+    return {t: {"kind": "sts", "pred": sims[t], "gold": gold[t]} for t in TASKS}
+
+
+def compare(xs: list[dict], ys: list[dict], resamples: int) -> dict[str, list[float]]:
+    """Paired bootstrap over test pairs (``experiment_stats``) of (mean over X's seeds) - (mean over Y's seeds):
+    per task ``[difference, low, high]``, and for the STS mean the same replicates averaged over the tasks."""
+    from experiment_stats import bootstrap_differences
+
+    out, boots = {}, []
+    for i, task in enumerate(TASKS):
+        diff, boot = bootstrap_differences([x[task] for x in xs], [y[task] for y in ys], resamples=resamples, seed=i)
+        out[task] = [diff, *map(float, np.percentile(boot, [2.5, 97.5]))]
+        boots.append(boot)
+    mean_boot = np.mean(boots, axis=0)
+    out["mean"] = [float(np.mean([out[t][0] for t in TASKS])), *map(float, np.percentile(mean_boot, [2.5, 97.5]))]
+    return out
 
 
 def report(args) -> None:
+    from experiment_stats import mean_std
+
     data = {}
     for label in ["teacher", "student_untrained"] + [f"{r}_s{s}" for r in RUNS for s in args.seeds]:
         loaded = load(args, label)
@@ -326,66 +331,62 @@ def report(args) -> None:
     gold = {t: np.array([float(r["score"]) for r in json.loads((args.data_dir / TASK_FILES[t]).read_text())])
             for t in TASKS}
     teacher_mean = data["teacher"][0]["mean"]
-    lines = ["| model | " + " | ".join(TASKS) + " | STS mean | % of teacher |", "|---" * (len(TASKS) + 3) + "|"]
+    lines = ["| model | seeds | " + " | ".join(TASKS) + " | STS mean | % of teacher |", "|---" * (len(TASKS) + 4) + "|"]
+
+    def cell(values: list[float]) -> str:
+        return mean_std(values) if len(values) > 1 else f"{values[0]:.2f}"
 
     def row(name: str, results: list[dict]) -> None:
-        cells = []
-        for t in TASKS + ["mean"]:
-            vals = [r["scores"][t] if t != "mean" else r["mean"] for r in results]
-            cells.append(f"{np.mean(vals):.2f} ± {np.std(vals):.2f}" if len(vals) > 1 else f"{vals[0]:.2f}")
-        pct = [100 * r["mean"] / teacher_mean for r in results]
-        cells.append(f"{np.mean(pct):.1f} ± {np.std(pct):.1f}" if len(pct) > 1 else f"{pct[0]:.1f}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        cells = [cell([r["scores"][t] if t != "mean" else r["mean"] for r in results]) for t in TASKS + ["mean"]]
+        cells.append(cell([100 * r["mean"] / teacher_mean for r in results]))
+        lines.append(f"| {name} | {len(results)} | " + " | ".join(cells) + " |")
 
     row("teacher all-MiniLM-L6-v2 (6 layers)", [data["teacher"][0]])
     row("student: first 3 layers, untrained", [data["student_untrained"][0]])
-    groups = {}
+    groups = {"teacher": [data["teacher"]], "student_untrained": [data["student_untrained"]]}
     for run, name in RUNS.items():
         runs = [data[f"{run}_s{s}"] for s in args.seeds if f"{run}_s{s}" in data]
         if runs:
             groups[run] = runs
-            row(f"{name}, {len(runs)} seeds", [r[0] for r in runs])
-    out = ["## STS (cosine Spearman x 100; mean ± std over seeds)", "", *lines, ""]
-    comparisons = [("a_distill", "a_mnrl"), ("b_margin_mse", "b_mnrl")]
+            row(name, [r[0] for r in runs])
+    seed_lines = ["| run | " + " | ".join(TASKS) + " | STS mean |", "|---" * (len(TASKS) + 2) + "|"]
+    for label, (result, _) in data.items():
+        seed_lines.append(f"| {label} | " + " | ".join(f"{result['scores'][t]:.2f}" for t in TASKS)
+                          + f" | {result['mean']:.2f} |")
+    out = ["### STS, cosine Spearman x 100 (mean ± sample std over seeds)", "", *lines, "",
+           "Every run:", "", *seed_lines, ""]
+    comparisons = [("a_distill", "a_mnrl"), ("a_distill", "teacher"), ("a_mnrl", "teacher"),
+                   ("a_distill", "student_untrained"), ("a_mnrl", "student_untrained"), ("b_margin_mse", "b_mnrl")]
     ci_lines = ["| comparison | " + " | ".join(TASKS) + " | STS mean |", "|---" * (len(TASKS) + 2) + "|"]
     cis = {}
     for x, y in comparisons:
         if x in groups and y in groups:
-            cis[f"{x} - {y}"] = ci = bootstrap([r[1] for r in groups[x]], [r[1] for r in groups[y]], gold,
-                                              args.resamples)
-            diff = {t: np.mean([r[0]["scores"][t] for r in groups[x]]) - np.mean([r[0]["scores"][t] for r in groups[y]])
-                    for t in TASKS}
-            diff["mean"] = np.mean([diff[t] for t in TASKS])
-            ci_lines.append(f"| {x} - {y} | " + " | ".join(
-                f"{diff[t]:+.2f} [{ci[t][0]:+.2f}, {ci[t][1]:+.2f}]" for t in TASKS + ["mean"]) + " |")
-    if "a_distill" in groups:
-        ci = bootstrap([r[1] for r in groups["a_distill"]], [data["teacher"][1]], gold, args.resamples)
-        cis["a_distill - teacher"] = ci
-        diff = {t: np.mean([r[0]["scores"][t] for r in groups["a_distill"]]) - data["teacher"][0]["scores"][t]
-                for t in TASKS}
-        diff["mean"] = np.mean([diff[t] for t in TASKS])
-        ci_lines.append("| a_distill - teacher | " + " | ".join(
-            f"{diff[t]:+.2f} [{ci[t][0]:+.2f}, {ci[t][1]:+.2f}]" for t in TASKS + ["mean"]) + " |")
-    out += [(f"## Differences with paired bootstrap 95% CI ({args.resamples} resamples of the test pairs, "
-             "seed-averaged)"), "", *ci_lines, ""]
+            items = lambda runs: [sts_items(sims, gold) for _, sims in runs]  # noqa: E731
+            cis[f"{x} - {y}"] = ci = compare(items(groups[x]), items(groups[y]), args.resamples)
+            ci_lines.append(f"| {x} − {y} | " + " | ".join(
+                f"{ci[t][0]:+.2f} [{ci[t][1]:+.2f}, {ci[t][2]:+.2f}]" for t in TASKS + ["mean"]) + " |")
+    out += [(f"### Differences, paired bootstrap 95% interval ({args.resamples} resamples of the test pairs; "
+             "each side averaged over its seeds; the STS mean's interval averages the per-task replicates)"), "",
+            *ci_lines, ""]
     speed_path = args.workdir / "results" / "speed.json"
     if speed_path.exists():
         speed = json.loads(speed_path.read_text())
-        out += ["## Encode speed (sentences/s, 512 sentences, batch 32, 1 thread; median of rounds)", "",
+        out += ["### Encode speed (sentences/s, 512 bundled sentences, batch 32, 1 thread; median of rounds)", "",
                 (f"teacher {speed['teacher']['sentences_per_second']:.1f}, student "
                  f"{speed['student']['sentences_per_second']:.1f}, speed-up {speed['speedup_median']:.2f}x "
-                 f"(rounds: {', '.join(f'{r:.2f}' for r in speed['speedup_rounds'])}); parameters "
+                 f"(per round: {', '.join(f'{r:.2f}' for r in speed['speedup_rounds'])}); parameters "
                  f"{speed['params']['teacher']:,} -> {speed['params']['student']:,}"), ""]
     cost_path = args.workdir / "results" / "selfdistill_cost.json"
     if cost_path.exists():
         cost = json.loads(cost_path.read_text())
-        out += ["## Self-distillation cost per step (all-MiniLM-L6-v2, batch 32 pairs, 1 thread)", "",
+        out += ["### Self-distillation cost per step (all-MiniLM-L6-v2, batch 32 pairs, 1 thread)", "",
                 (f"cosent {cost['cosent']['median_s']:.3f} s, self_distill(cosent) "
-                 f"{cost['self_distill(cosent)']['median_s']:.3f} s: x{cost['ratio']:.2f}"), ""]
+                 f"{cost['self_distill(cosent)']['median_s']:.3f} s: x{cost['ratio']:.2f} "
+                 f"(median of {cost['cosent']['steps']} steps each)"), ""]
     train_info = {}
     for path in sorted((args.workdir / "results").glob("*.train.json")):
         train_info[path.name.removesuffix(".train.json")] = json.loads(path.read_text())
-    out += ["## Training runs (steps, seconds)", "",
+    out += ["### Training runs (optimizer steps, wall seconds on the shared machine)", "",
             ", ".join(f"{k}: {v['steps']} steps {v['train_seconds']:.0f} s" for k, v in train_info.items()), ""]
     text = "\n".join(out)
     (args.workdir / "report.md").write_text(text, encoding="utf-8")

@@ -145,6 +145,15 @@ def paired_bootstrap(a_runs: Sequence[dict], b_runs: Sequence[dict], *, resample
 
     Each run is one ``items`` entry of :func:`evaluate_items` for the same task; all runs share the items.
     """
+    diff, boot = bootstrap_differences(a_runs, b_runs, resamples=resamples, seed=seed)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return float(diff), float(lo), float(hi)
+
+
+def bootstrap_differences(a_runs: Sequence[dict], b_runs: Sequence[dict], *, resamples: int = 1000,
+                          seed: int = 0) -> tuple[float, np.ndarray]:
+    """The observed difference of :func:`paired_bootstrap` and its ``resamples`` bootstrap replicates (one
+    array, so intervals of derived quantities, e.g. the mean over several tasks, can be taken from them)."""
     first = a_runs[0]
     n = len(first["gold"] if first["kind"] == "sts" else first["values"])
     rng = np.random.default_rng(seed)
@@ -163,9 +172,7 @@ def paired_bootstrap(a_runs: Sequence[dict], b_runs: Sequence[dict], *, resample
             return total / len(runs)
         return np.mean([100.0 * np.asarray(r["values"])[idx].mean(1) for r in runs], axis=0)
 
-    boot = resampled(a_runs) - resampled(b_runs)
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    return float(diff), float(lo), float(hi)
+    return float(diff), resampled(a_runs) - resampled(b_runs)
 
 
 def mean_std(values: Sequence[float]) -> str:
