@@ -24,6 +24,7 @@ class AngleModel:
     """
 
     training = False
+    device = "cpu"
 
     def __init__(self, angles: dict[str, float]) -> None:
         self.angles = angles
