@@ -125,10 +125,11 @@ class OfflineMiningConfig(NegativeFilter):
         "contained in it) with at least half the longer text, e.g. a title + text corpus entry of a text-only "
         "positive."))
     keep_incomplete: bool = Field(default=False, description=(
-        "Keep rows that found too few negatives (with the negatives they got) in the output."))
+        "Keep rows that found too few negatives (with the negatives they got) in the output (the "
+        "hard_negatives format then trains every row with the fewest negatives of any row)."))
     keep_dropped: bool = Field(default=False, description=(
         "Write the rows dropped for too few negatives to <output>.dropped.jsonl, with the negatives they got "
-        "and why."))
+        "and why (train on them with format: pairs)."))
     max_samples: int | None = Field(default=None, gt=0, description="Only mine the first N pairs.")
     engine: Literal["embedtrain", "sentence-transformers"] = Field(default="embedtrain", description=(
         "embedtrain, or sentence-transformers' own mine_hard_negatives."))
