@@ -17,6 +17,10 @@ sub-networks with each other.
 * ``scifact_heldout/``: the same corpus, the held-out queries and their judgements as ``qrels/test.tsv``;
 * ``task.yaml``: the retrieval task ``SciFactHeldOut`` on the held-out half; ``split.json``: the query ids of
   each half and how many relevant documents the halves share (documents, not queries, may be shared).
+
+``--dev-fraction F`` also takes that share of *all* queries out of the training half into ``scifact_dev/``
+(``qrels/test.tsv``, task ``SciFactDev``): a development set to choose checkpoints or soup ingredients on, so
+the held-out half stays untouched by every decision.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--split-queries", action="store_true",
                    help="Write a training half and a held-out half of the queries (see the module docstring).")
     p.add_argument("--train-fraction", type=float, default=0.5, help="Share of the queries in the training half.")
+    p.add_argument("--dev-fraction", type=float, default=0.0,
+                   help="Share of the queries moved from the training half into a development split.")
     args = p.parse_args(argv)
 
     src = args.data_dir / "scifact"
@@ -78,8 +84,15 @@ def main(argv: list[str] | None = None) -> None:
     ordered = sorted(query_ids, key=int)
     random.Random(args.seed).shuffle(ordered)
     n_train = round(len(ordered) * args.train_fraction)
-    halves = {"train": set(ordered[:n_train]), "heldout": set(ordered[n_train:])}
-    for name, split in (("train", "train"), ("heldout", "test")):
+    n_dev = round(len(ordered) * args.dev_fraction)
+    if not 0 <= n_dev < n_train:
+        p.error("--dev-fraction must leave training queries (0 <= dev < train fraction)")
+    halves = {"train": set(ordered[n_dev:n_train]), "heldout": set(ordered[n_train:])}
+    if n_dev:
+        halves["dev"] = set(ordered[:n_dev])
+    for name, split in (("train", "train"), ("heldout", "test"), ("dev", "test")):
+        if name not in halves:
+            continue
         ids = halves[name]
         _write_beir(args.out / f"scifact_{name}", kept_corpus,
                     [line for line in query_lines if json.loads(line)["_id"] in ids],
@@ -90,11 +103,16 @@ def main(argv: list[str] | None = None) -> None:
                "pairs": {name: sum(row[0] in ids for row in judged) for name, ids in halves.items()},
                "relevant_documents_shared_by_the_halves": len(docs_of["train"] & docs_of["heldout"])}
     (args.out / "split.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
-    (args.out / "task.yaml").write_text(
-        "tasks:\n  - name: SciFactHeldOut\n    type: retrieval\n    main_score: ndcg_at_10\n"
-        f"    beir_dir: {(args.out / 'scifact_heldout').resolve()}\n"
-        f"    description: held-out half of the SciFact test queries ({len(halves['heldout'])}), {about}\n",
-        encoding="utf-8")
+    tasks = "tasks:\n"
+    for name, task, what in (("heldout", "SciFactHeldOut", "held-out half"), ("dev", "SciFactDev", "development split")):
+        if name in halves:
+            tasks += (f"  - name: {task}\n    type: retrieval\n    main_score: ndcg_at_10\n"
+                      f"    beir_dir: {(args.out / f'scifact_{name}').resolve()}\n"
+                      f"    description: {what} of the SciFact test queries ({len(halves[name])}), {about}\n")
+    (args.out / "task.yaml").write_text(tasks, encoding="utf-8")
+    if "dev" in halves:
+        print(f"{len(halves['dev'])} development queries ({summary['pairs']['dev']} pairs) -> "
+              f"{args.out / 'scifact_dev'}")
     print(f"{len(halves['train'])} training queries ({summary['pairs']['train']} pairs), "
           f"{len(halves['heldout'])} held-out queries ({summary['pairs']['heldout']} pairs), {len(keep)} documents "
           f"({summary['relevant_documents_shared_by_the_halves']} relevant to both halves) -> {args.out}")

@@ -54,3 +54,18 @@ def test_query_halves_are_disjoint_and_cover_every_query(repo_root, tmp_path):
                              "--distractors", "-1"])
     assert _qrels(tmp_path / "again" / "scifact_heldout" / "qrels" / "test.tsv") == held
     assert (tmp_path / "again" / "scifact_train" / "corpus.jsonl").read_text().count("\n") == 40
+
+
+def test_a_development_split_comes_out_of_the_training_half(repo_root, tmp_path):
+    data = _fake_scifact(tmp_path / "data")
+    out = tmp_path / "split"
+    _module(repo_root).main(["--data-dir", str(data), "--out", str(out), "--split-queries", "--dev-fraction", "0.2"])
+    qs = {name: {q for q, _, _ in _qrels(out / f"scifact_{name}" / "qrels" / f"{split}.tsv")}
+          for name, split in (("train", "train"), ("dev", "test"), ("heldout", "test"))}
+    assert [len(qs[n]) for n in ("train", "dev", "heldout")] == [6, 4, 10]
+    assert not (qs["train"] & qs["dev"] or qs["train"] & qs["heldout"] or qs["dev"] & qs["heldout"])
+    names = [t["name"] for t in yaml.safe_load((out / "task.yaml").read_text())["tasks"]]
+    assert names == ["SciFactHeldOut", "SciFactDev"]
+    # the held-out half is the one written without a development split
+    _module(repo_root).main(["--data-dir", str(data), "--out", str(tmp_path / "plain"), "--split-queries"])
+    assert {q for q, _, _ in _qrels(tmp_path / "plain" / "scifact_heldout" / "qrels" / "test.tsv")} == qs["heldout"]
