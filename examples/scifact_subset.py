@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> None:
                "relevant_documents_shared_by_the_halves": len(docs_of["train"] & docs_of["heldout"])}
     (args.out / "split.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     tasks = "tasks:\n"
-    for name, task, what in (("heldout", "SciFactHeldOut", "held-out half"), ("dev", "SciFactDev", "development split")):
+    for name, task, what in (("heldout", "SciFactHeldOut", "held-out half"),
+                             ("dev", "SciFactDev", "development split")):
         if name in halves:
             tasks += (f"  - name: {task}\n    type: retrieval\n    main_score: ndcg_at_10\n"
                       f"    beir_dir: {(args.out / f'scifact_{name}').resolve()}\n"

@@ -44,7 +44,8 @@ def test_query_halves_are_disjoint_and_cover_every_query(repo_root, tmp_path):
     held_queries = [json.loads(line)["_id"] for line in (out / "scifact_heldout" / "queries.jsonl").open()]
     assert set(held_queries) == held_q  # the held-out folder has no training query at all
     corpus = (out / "scifact_train" / "corpus.jsonl").read_text()
-    assert corpus == (out / "scifact_heldout" / "corpus.jsonl").read_text() and corpus.count("\n") == 20 + 5  # 20 relevant documents + 5 distractors
+    assert corpus == (out / "scifact_heldout" / "corpus.jsonl").read_text()
+    assert corpus.count("\n") == 20 + 5  # 20 relevant documents + 5 distractors
     (task,) = yaml.safe_load((out / "task.yaml").read_text())["tasks"]
     assert task["name"] == "SciFactHeldOut" and task["beir_dir"] == str((out / "scifact_heldout").resolve())
     split = json.loads((out / "split.json").read_text())
