@@ -6,7 +6,8 @@ mine``:
 1. **data**: the pairs file becomes a cached, memory-mapped Arrow dataset (:mod:`embedtrain.io.dataset_cache`,
    prepared by the main process, opened by the others); so does a corpus file. Text identities (which corpus
    document a positive is, which rows share a query) are integer arrays built from text hashes
-   (:mod:`embedtrain.mining.corpus`), not dictionaries of strings.
+   (:mod:`embedtrain.mining.corpus`), not dictionaries of strings. A BEIR folder given as input or corpus is
+   first turned into a pairs / corpus file with mteb's title + text join (:mod:`embedtrain.mining.beir`).
 2. **encoding**: corpus and distinct queries are encoded in fixed blocks split across the processes into
    memory-mapped files, reused by later runs with the same model and texts (:mod:`embedtrain.mining.embeddings`).
 3. **search**: exact by default (chunked torch matmul, or a faiss flat index with ``use_faiss``), or
@@ -14,8 +15,10 @@ mine``:
    :mod:`embedtrain.mining.ann`). Each process searches the queries of its own contiguous range of input pairs.
 4. **rescoring** (optional cross-encoder): all candidates of a chunk of queries go through the cross-encoder in
    one batched call (:mod:`embedtrain.mining.rescore`).
-5. **filtering** (:mod:`embedtrain.mining.filtering`) and **output**: rows are written chunk by chunk
-   (:mod:`embedtrain.mining.output`), never all held; the processes' parts are joined in input order.
+5. **filtering** (:mod:`embedtrain.mining.filtering`: rank window, margins, copies of a positive) and
+   **output**: rows are written chunk by chunk (:mod:`embedtrain.mining.output`), never all held; the processes'
+   parts are joined in input order. Rows left with too few negatives are counted by reason and, on request,
+   written to a side file.
 
 With ``engine="sentence-transformers"`` the retrieval and filtering are done by
 ``sentence_transformers.util.mine_hard_negatives`` instead (one process; see :mod:`embedtrain.mining.st_engine`).
