@@ -163,3 +163,16 @@ def test_cli_reports_rows_with_too_few_documents(tiny_model_dir, write_jsonl, tm
                                                                            ("b", "p3", "too_few_documents")]
     stats = json.loads((tmp_path / "mined.jsonl.stats.json").read_text())
     assert stats["incomplete_by_reason"] == {"too_few_documents": 2} and stats["dropped_rows"] == 2
+
+
+def test_when_no_row_is_written_the_error_says_why_and_where_the_rows_are(write_jsonl, tmp_path):
+    from tests.test_mining_offline import DOC_ANGLES
+
+    pairs = write_jsonl([{"query": "q", "pos": "p"}], "pairs.jsonl")
+    corpus = write_jsonl([{"text": t} for t in DOC_ANGLES], "corpus.jsonl")
+    model = AngleModel({"q": 0, "p": 10, **DOC_ANGLES})
+    cfg = _cfg(tmp_path, input=str(pairs), corpus=str(corpus), relative_margin=0.9, keep_dropped=True)
+    with pytest.raises(DataError, match=r"by reason: relative_margin: 1\).*rows are in .*mined.jsonl.dropped.jsonl"):
+        run_mining(cfg, model=model)
+    assert not (tmp_path / "mined.jsonl").exists()
+    assert json.loads((tmp_path / "mined.jsonl.dropped.jsonl").read_text())["reason"] == "relative_margin"

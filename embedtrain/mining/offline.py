@@ -529,6 +529,13 @@ def write_mined(rows: list[dict[str, Any]], path: str | Path, with_candidates: b
     return Path(path)
 
 
+def _nothing_written(result: MiningResult, side: Path | None, config: OfflineMiningConfig) -> DataError:
+    reasons = ", ".join(f"{k}: {v}" for k, v in sorted(result.stats.incomplete_reasons.items()))
+    where = f"; the rows are in {side}" if side is not None else ""
+    return DataError(f"no row got enough negatives (by reason: {reasons or 'none'}); nothing written (widen "
+                     f"range_max, loosen margins, or pass keep_incomplete){where}", file=config.input)
+
+
 def run_mining(config: OfflineMiningConfig, *, model=None, rescorer: Rescorer | None = None,
                progress=None) -> MiningResult:
     """:func:`mine` streamed into ``config.output`` (each process writes its part; the main process joins them);
@@ -541,8 +548,7 @@ def run_mining(config: OfflineMiningConfig, *, model=None, rescorer: Rescorer | 
             write_mined(result.dropped, side, bool(config.candidates))
             result.stats.dropped_output = str(side)
         if not result.rows:
-            raise DataError("no row got enough negatives; nothing written (widen range_max, loosen margins, "
-                            "or pass keep_incomplete)", file=config.input)
+            raise _nothing_written(result, side, config)
         write_mined(result.rows, config.output, bool(config.candidates))
     else:
         world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -565,8 +571,7 @@ def run_mining(config: OfflineMiningConfig, *, model=None, rescorer: Rescorer | 
         if result.stats.written_rows == 0:
             if result.is_main:
                 Path(config.output).unlink(missing_ok=True)
-            raise DataError("no row got enough negatives; nothing written (widen range_max, loosen margins, "
-                            "or pass keep_incomplete)", file=config.input)
+            raise _nothing_written(result, side, config)
     if result.is_main:
         out = Path(config.output)
         stats_path = out.with_name(out.name + ".stats.json")
