@@ -176,3 +176,20 @@ def test_when_no_row_is_written_the_error_says_why_and_where_the_rows_are(write_
         run_mining(cfg, model=model)
     assert not (tmp_path / "mined.jsonl").exists()
     assert json.loads((tmp_path / "mined.jsonl.dropped.jsonl").read_text())["reason"] == "relative_margin"
+
+
+def test_the_sentence_transformers_engine_keeps_dropped_rows_aside_too(tiny_model_dir, write_jsonl, tmp_path):
+    """It reports no per-filter tallies, so the reason is 'not_reported'; copies of the positive are removed."""
+    from embedtrain.models.resolve import load_model
+
+    pairs = write_jsonl([{"anchor": "a", "positive": "the first positive"},
+                         {"anchor": "b", "positive": "the second positive"}], "pairs.jsonl")
+    corpus = write_jsonl([{"text": "one document"}, {"text": "THE FIRST  positive"}], "corpus.jsonl")
+    cfg = _cfg(tmp_path, input=str(pairs), corpus=str(corpus), num_negatives=3, range_max=10,
+               engine="sentence-transformers", keep_dropped=True)
+    result = run_mining(cfg, model=load_model(tiny_model_dir))
+    # b has 3 candidates; a has 2 once the copy of its positive is removed
+    assert result.stats.written_rows == 1 and result.stats.incomplete_reasons == {"not_reported": 1}
+    (dropped,) = [json.loads(line) for line in (tmp_path / "mined.jsonl.dropped.jsonl").read_text().splitlines()]
+    assert dropped["anchor"] == "a" and dropped["reason"] == "not_reported"
+    assert sorted(n["text"] for n in dropped["negatives"]) == ["one document", "the second positive"]
