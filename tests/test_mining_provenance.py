@@ -45,6 +45,10 @@ def test_mismatches_between_mining_and_training():
                                      max_seq_length=128)
     assert "the model's own length" in found[0] and "cross-encoder" in found[1]
     assert initial_score_mismatches(None, model="m", max_seq_length=1) == []
+    same = {"model": "m", "max_seq_length": 128}
+    assert initial_score_mismatches(same, model="m", max_seq_length=128, prompts={"query": None}) == []
+    (found,) = initial_score_mismatches(same, model="m", max_seq_length=128, prompts={"query": "query: "})
+    assert "mined with query_prompt None, trained with query prompt 'query: '" in found
 
 
 def test_initial_from_file_warns_when_the_file_was_mined_otherwise(write_jsonl, tmp_path, caplog):

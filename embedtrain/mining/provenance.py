@@ -66,8 +66,8 @@ def initial_score_mismatches(record: dict[str, Any] | None, *, model: str, max_s
         out.append(f"mined at {say(mined_len)}, trained at {say(max_seq_length)}")
     if prompts is not None:
         for key, role in (("query_prompt", "query"), ("passage_prompt", "document")):
-            if record.get(key) is not None and record.get(key) != prompts.get(role):
-                out.append(f"mined with {key} {record[key]!r}, trained with {prompts.get(role)!r}")
+            if record.get(key) != prompts.get(role):
+                out.append(f"mined with {key} {record.get(key)!r}, trained with {role} prompt {prompts.get(role)!r}")
     if record.get("cross_encoder"):
         out.append("mined scores are cross-encoder scores, not cosines")
     return out
