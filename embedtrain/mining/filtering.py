@@ -89,8 +89,17 @@ def drop_reason(counts: FilterCounts) -> str:
     return name if value > 0 else "too_few_documents"
 
 
-def _normalized(text: str) -> str:
+def normalized(text: str) -> str:
+    """``text`` case-folded with its white space collapsed (what :func:`is_positive_copy` compares)."""
     return " ".join(text.casefold().split())
+
+
+def is_normalized_copy(a: str, b: str, *, min_chars: int = 20, min_share: float = 0.5) -> bool:
+    """:func:`is_positive_copy` on texts already passed through :func:`normalized`."""
+    if a == b:
+        return True
+    short, long = (a, b) if len(a) <= len(b) else (b, a)
+    return len(short) >= min_chars and len(short) >= min_share * len(long) and short in long
 
 
 def is_positive_copy(candidate: str, positive: str, *, min_chars: int = 20, min_share: float = 0.5) -> bool:
@@ -101,8 +110,4 @@ def is_positive_copy(candidate: str, positive: str, *, min_chars: int = 20, min_
     which hashing exact texts cannot see, without excluding a long document merely because it quotes a short
     positive.
     """
-    a, b = _normalized(candidate), _normalized(positive)
-    if a == b:
-        return True
-    short, long = (a, b) if len(a) <= len(b) else (b, a)
-    return len(short) >= min_chars and len(short) >= min_share * len(long) and short in long
+    return is_normalized_copy(normalized(candidate), normalized(positive), min_chars=min_chars, min_share=min_share)

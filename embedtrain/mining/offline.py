@@ -44,7 +44,7 @@ from embedtrain.errors import DataError
 from embedtrain.mining.collective import Collective, init_collective, main_process_first
 from embedtrain.mining.corpus import MiningLayout, build_layout
 from embedtrain.mining.embeddings import encode_to_file, fingerprint, model_fingerprint
-from embedtrain.mining.filtering import FilterCounts, drop_reason, is_positive_copy, select_negatives
+from embedtrain.mining.filtering import FilterCounts, drop_reason, is_normalized_copy, normalized, select_negatives
 from embedtrain.mining.output import (
     OUTPUT_SUFFIXES,
     DiscardSink,
@@ -455,10 +455,12 @@ def _drop_positive_copies(layout: MiningLayout, texts: _Texts, picked: dict[int,
     """Remove from each query's picks the documents that are copies of one of its positives (a positive
     given as text alone whose corpus entry is title + text, different casing or spacing: different hashes)."""
     pos_ids = sorted({int(i) for q in picked for i in layout.positives_of(q)})
-    pos_text = dict(zip(pos_ids, texts.corpus(np.array(pos_ids, dtype=np.int64)))) if pos_ids else {}
+    pos_norm = {i: normalized(t) for i, t in zip(pos_ids, texts.corpus(np.array(pos_ids, dtype=np.int64)))} \
+        if pos_ids else {}
+    cand_norm = {i: normalized(t) for i, t in text_of.items()}
     for q, sel in picked.items():
-        q_pos = [pos_text[int(i)] for i in layout.positives_of(q)]
-        kept = [(i, s) for i, s in sel if not any(is_positive_copy(text_of[i], p) for p in q_pos)]
+        q_pos = [pos_norm[int(i)] for i in layout.positives_of(q)]
+        kept = [(i, s) for i, s in sel if not any(is_normalized_copy(cand_norm[i], p) for p in q_pos)]
         tallies[q].positive_copy += len(sel) - len(kept)
         picked[q] = kept
 
