@@ -24,7 +24,6 @@ class AngleModel:
     """
 
     training = False
-    device = "cpu"
 
     def __init__(self, angles: dict[str, float]) -> None:
         self.angles = angles
