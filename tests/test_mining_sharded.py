@@ -46,22 +46,34 @@ def _rows(path):
 @pytest.mark.slow
 def test_two_processes_write_what_one_process_writes(tmp_path, tiny_model_dir, repo_root):
     pairs, corpus = _data(tmp_path)
+    baseline = tmp_path / "baseline.jsonl"
+    run_mining(_config(tmp_path, tiny_model_dir, pairs, corpus, baseline))
+    # a score floor that leaves about half the rows short of 3 negatives: they are dropped, counted and kept aside
+    third = sorted(row["negatives"][2]["score"] for row in _rows(baseline))
+    floor = third[len(third) // 2]
     single = tmp_path / "single.jsonl"
-    run_mining(_config(tmp_path, tiny_model_dir, pairs, corpus, single))
+    run_mining(_config(tmp_path, tiny_model_dir, pairs, corpus, single, min_score=floor, keep_dropped=True))
     sharded = tmp_path / "sharded.jsonl"
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(repo_root / "recipes" / "accelerate" / "cpu_2proc.yaml"), "--main_process_port", "29571",
            "-m", "embedtrain", "mine", "--model", str(tiny_model_dir), "--input", str(pairs), "--corpus", str(corpus),
            "--output", str(sharded), "--num-negatives", "3", "--candidates", "2", "--range-max", "30",
-           "--query-chunk-size", "64", "--embeddings-dir", str(tmp_path / "emb-sharded")]
+           "--query-chunk-size", "64", "--embeddings-dir", str(tmp_path / "emb-sharded"),
+           "--min-score", repr(floor), "--keep-dropped"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("mined ") == 1  # one process reports
-    assert _rows(sharded) == _rows(single) and len(_rows(single)) == 300
+    written, dropped = _rows(single), _rows(tmp_path / "single.jsonl.dropped.jsonl")
+    assert _rows(sharded) == written and 0 < len(dropped) < 300 and len(written) + len(dropped) == 300
+    assert _rows(tmp_path / "sharded.jsonl.dropped.jsonl") == dropped
+    assert {row["reason"] for row in dropped} == {"min_score"}
     stats = json.loads((tmp_path / "sharded.jsonl.stats.json").read_text())
-    assert stats["processes"] == 2 and stats["written_rows"] == 300
-    assert not list(tmp_path.glob("sharded.jsonl.part-*"))  # parts joined and removed
+    one = json.loads((tmp_path / "single.jsonl.stats.json").read_text())
+    assert stats["processes"] == 2 and stats["written_rows"] == len(written)
+    assert stats["dropped_rows"] == one["dropped_rows"] == len(dropped)
+    assert stats["incomplete_by_reason"] == one["incomplete_by_reason"] == {"min_score": len(dropped)}
+    assert not list(tmp_path.glob("sharded.jsonl*.part-*"))  # parts joined and removed
     # both runs encoded the corpus: the embedding files are the same bytes (blocks are world-size independent)
     [a] = (tmp_path / "emb").glob("corpus-*.f32")
     [b] = (tmp_path / "emb-sharded").glob("corpus-*.f32")

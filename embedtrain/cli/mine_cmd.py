@@ -37,7 +37,10 @@ def _run(config: OfflineMiningConfig) -> None:
         ("corpus docs encoded / s", f"{stats.corpus_docs_per_s:.0f}"),
         ("search queries / s", f"{stats.search_queries_per_s:.0f}"),
         ("queries / s (end to end)", f"{stats.queries_per_s:.1f}"),
-        ("rows with too few negatives", f"{stats.incomplete_rows}"),
+        ("rows with too few negatives", f"{stats.incomplete_rows}"
+                                        + (f" ({stats.dropped_rows} dropped)" if stats.dropped_rows else "")),
+        *((f"  too few because of: {reason}", str(n)) for reason, n in sorted(stats.incomplete_reasons.items())),
+        *((("dropped rows written to", stats.dropped_output),) if stats.dropped_output else ()),
         ("processes / search", f"{stats.processes} / {stats.index}"),
         *((("recall@%d vs exact" % stats.recall_k, f"{stats.recall_at_k:.4f}"),) if stats.recall_at_k is not None
           else ()),

@@ -64,11 +64,11 @@ def retrieval_evaluator(folder: str | Path, *, name: str, split: str = "test", c
     Documents are ``title + " " + text`` (just ``text`` without a title) and relevant documents are those with
     a qrels score above 0, as in mteb; ``max_samples`` keeps the first queries.
     """
-    from embedtrain.evaluation.local_data import read_beir
+    from embedtrain.evaluation.local_data import document_text, read_beir
 
     data = read_beir(Path(folder), split, columns or {})
     corpus_rows = data["corpus"]
-    corpus = {doc_id: (f"{title} {text}".strip() if title else text)
+    corpus = {doc_id: document_text(title, text)
               for doc_id, title, text in zip(corpus_rows["id"], corpus_rows["title"], corpus_rows["text"])}
     queries = dict(zip(data["queries"]["id"], data["queries"]["text"]))
     relevant = {qid: {d for d, score in docs.items() if score > 0} for qid, docs in data["relevant_docs"].items()}

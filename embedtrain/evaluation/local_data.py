@@ -123,6 +123,25 @@ def _read_docs(path: Path, columns: Mapping[str, str], *, with_title: bool) -> t
     return out, records
 
 
+def document_text(title: str | None, text: str) -> str:
+    """A retrieval document as mteb embeds it: ``title + " " + text``, or the text alone without a title.
+
+    The one place the project joins a BEIR title and text: the MTEB harness (mteb does the same join), the
+    retrieval evaluator and offline mining of a BEIR folder (:mod:`embedtrain.mining.beir`) must agree, or a
+    positive mined from a text-only copy of a document would differ from the document the model is scored on.
+    """
+    return f"{title} {text}".strip() if title else text.strip()
+
+
+def read_beir_corpus(folder: Path, columns: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """The ids and texts (:func:`document_text`) of a BEIR folder's ``corpus.jsonl``, rows checked."""
+    path = Path(folder) / "corpus.jsonl"
+    if not path.is_file():
+        raise DataError("BEIR corpus not found (expected corpus.jsonl in the folder)", file=folder)
+    docs, _ = _read_docs(path, columns or {}, with_title=True)
+    return docs["id"], [document_text(t, x) for t, x in zip(docs["title"], docs["text"])]
+
+
 def read_qrels(path: Path) -> tuple[dict[str, dict[str, int]], dict[tuple[str, str], int]]:
     """A BEIR qrels TSV (``query-id  corpus-id  score``, optional header) -> ``({qid: {docid: score}}, lines)``.
 

@@ -179,9 +179,18 @@ def _mining_lines(recipe: dict[str, Any], run: dict[str, Any] | None) -> list[st
                 if mine else "")
         lines.append(f"- Dynamic hard-negative re-mining on `{ds.get('name')}` with the model being trained "
                      f"({settings}){done}.")
-    if any(ds.get("format") == "hard_negatives" for ds in datasets):
-        lines.append("- Hard negatives were mined before training (`embedtrain mine`); the mining model is the one "
-                     "named in that run, not recorded here.")
+    mined = {d.get("name"): d["mined"] for d in (run or {}).get("datasets") or [] if d.get("mined")}
+    for ds in datasets:
+        if ds.get("format") != "hard_negatives":
+            continue
+        if ds.get("name") in mined:
+            from embedtrain.mining.provenance import describe
+
+            lines.append(f"- Hard negatives of `{ds.get('name')}` {describe(mined[ds['name']], model_name=public_name)}"
+                         " (`embedtrain mine`).")
+        else:
+            lines.append(f"- Hard negatives of `{ds.get('name')}` were mined before training; how is not recorded "
+                         "(no `embedtrain mine` stats file next to the data).")
     return lines
 
 

@@ -36,6 +36,28 @@ def _file_scores(scores: list, n: int, path, recipe, loc: tuple) -> np.ndarray:
     return out
 
 
+def _warn_if_scores_differ(path, recipe, name: str, ds_cfg=None) -> None:
+    """``initial_from: file`` trusts the file's scores as the training model's; say when the mining record next
+    to the file shows they are not (another model, length or prompts, or cross-encoder scores)."""
+    from embedtrain.mining.provenance import initial_score_mismatches, read_mining_record
+
+    if not isinstance(path, Path):
+        return
+    record = read_mining_record(path)
+    model_prompts = getattr(recipe, "prompts", None)
+    prompts = {"query": getattr(ds_cfg, "query_prompt", None) or getattr(model_prompts, "query", None),
+               "document": getattr(ds_cfg, "passage_prompt", None) or getattr(model_prompts, "passage", None)}
+    mismatches = initial_score_mismatches(record, model=recipe.model.name_or_path,
+                                          max_seq_length=recipe.model.max_seq_length, prompts=prompts)
+    if mismatches:
+        logger.warning("dataset '%s': initial_from: file takes the mined scores as the model's starting scores, "
+                       "but %s; rows will be judged easy or hard against scores of another setting - mine again "
+                       "with the training settings or use initial_from: model", name, "; ".join(mismatches))
+    elif record is None:
+        logger.info("dataset '%s': no mining record (%s.stats.json) to check that initial_from: file scores "
+                    "match the training model and length", name, path)
+
+
 def build_table(recipe, prepared, config: DynamicMiningConfig,
                 ) -> tuple[NegativeTable, np.ndarray | None, list[str]]:
     """The negatives table of dataset ``index`` (ranked list = file negatives, then candidates), with
@@ -65,6 +87,7 @@ def build_table(recipe, prepared, config: DynamicMiningConfig,
     file_scores = None
     if config.initial_from == "file":
         file_scores = _file_scores(extras[FILE_SCORES], n, path, recipe, (*loc, "initial_from"))
+        _warn_if_scores_differ(path, recipe, ds_cfg.name, ds_cfg)
     corpus = (extra or list(table.texts)) if config.source == "retrieve" else []
     return table, file_scores, corpus
 

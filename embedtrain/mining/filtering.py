@@ -3,7 +3,8 @@
 The semantics are those documented on :class:`~embedtrain.schema.mining.NegativeFilter`: ranks
 are positions in the retrieval list after removing excluded documents (the query's positives and
 its own text); the margin filters compare each candidate's score with the positive's score.
-:class:`FilterCounts` tallies why candidates were skipped so a mining run can report it.
+:class:`FilterCounts` tallies why candidates were skipped so a mining run can report it, and
+:func:`drop_reason` names why a row that got too few negatives did.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class FilterCounts:
     relative_margin: int = 0
     max_score: int = 0
     min_score: int = 0
+    #: Candidates that are a copy of one of the query's positives (see :func:`is_positive_copy`).
+    positive_copy: int = 0
 
     def add(self, other: FilterCounts) -> None:
         for f in fields(self):
@@ -72,3 +75,39 @@ def select_negatives(ids: np.ndarray, scores: np.ndarray, *, exclude: Collection
     if limit is not None:
         picked = picked[:limit]
     return [(int(ids[j]), float(scores[j])) for j in picked]
+
+
+#: Why a row got fewer negatives than asked: the filter that removed most of its query's candidates, or
+#: ``too_few_documents`` when no filter removed any (the corpus or the rank window holds too few documents).
+DROP_REASONS = ("absolute_margin", "relative_margin", "max_score", "min_score", "positive_copy", "too_few_documents")
+
+
+def drop_reason(counts: FilterCounts) -> str:
+    """The main reason a query whose candidate tallies are ``counts`` got too few negatives (:data:`DROP_REASONS`)."""
+    removed = {name: getattr(counts, name) for name in DROP_REASONS[:-1]}
+    name, value = max(removed.items(), key=lambda item: item[1])
+    return name if value > 0 else "too_few_documents"
+
+
+def normalized(text: str) -> str:
+    """``text`` case-folded with its white space collapsed (what :func:`is_positive_copy` compares)."""
+    return " ".join(text.casefold().split())
+
+
+def is_normalized_copy(a: str, b: str, *, min_chars: int = 20, min_share: float = 0.5) -> bool:
+    """:func:`is_positive_copy` on texts already passed through :func:`normalized`."""
+    if a == b:
+        return True
+    short, long = (a, b) if len(a) <= len(b) else (b, a)
+    return len(short) >= min_chars and len(short) >= min_share * len(long) and short in long
+
+
+def is_positive_copy(candidate: str, positive: str, *, min_chars: int = 20, min_share: float = 0.5) -> bool:
+    """Whether ``candidate`` is (a version of) ``positive``: equal up to case and white space, or one contains the
+    other while the shorter holds at least ``min_share`` of the longer's characters (and ``min_chars``).
+
+    This catches a corpus entry ``title + " " + text`` of a positive given as its text alone (or the reverse),
+    which hashing exact texts cannot see, without excluding a long document merely because it quotes a short
+    positive.
+    """
+    return is_normalized_copy(normalized(candidate), normalized(positive), min_chars=min_chars, min_share=min_share)

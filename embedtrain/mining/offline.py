@@ -6,7 +6,8 @@ mine``:
 1. **data**: the pairs file becomes a cached, memory-mapped Arrow dataset (:mod:`embedtrain.io.dataset_cache`,
    prepared by the main process, opened by the others); so does a corpus file. Text identities (which corpus
    document a positive is, which rows share a query) are integer arrays built from text hashes
-   (:mod:`embedtrain.mining.corpus`), not dictionaries of strings.
+   (:mod:`embedtrain.mining.corpus`), not dictionaries of strings. A BEIR folder given as input or corpus is
+   first turned into a pairs / corpus file with mteb's title + text join (:mod:`embedtrain.mining.beir`).
 2. **encoding**: corpus and distinct queries are encoded in fixed blocks split across the processes into
    memory-mapped files, reused by later runs with the same model and texts (:mod:`embedtrain.mining.embeddings`).
 3. **search**: exact by default (chunked torch matmul, or a faiss flat index with ``use_faiss``), or
@@ -14,8 +15,10 @@ mine``:
    :mod:`embedtrain.mining.ann`). Each process searches the queries of its own contiguous range of input pairs.
 4. **rescoring** (optional cross-encoder): all candidates of a chunk of queries go through the cross-encoder in
    one batched call (:mod:`embedtrain.mining.rescore`).
-5. **filtering** (:mod:`embedtrain.mining.filtering`) and **output**: rows are written chunk by chunk
-   (:mod:`embedtrain.mining.output`), never all held; the processes' parts are joined in input order.
+5. **filtering** (:mod:`embedtrain.mining.filtering`: rank window, margins, copies of a positive) and
+   **output**: rows are written chunk by chunk (:mod:`embedtrain.mining.output`), never all held; the processes'
+   parts are joined in input order. Rows left with too few negatives are counted by reason and, on request,
+   written to a side file.
 
 With ``engine="sentence-transformers"`` the retrieval and filtering are done by
 ``sentence_transformers.util.mine_hard_negatives`` instead (one process; see :mod:`embedtrain.mining.st_engine`).
@@ -41,8 +44,17 @@ from embedtrain.errors import DataError
 from embedtrain.mining.collective import Collective, init_collective, main_process_first
 from embedtrain.mining.corpus import MiningLayout, build_layout
 from embedtrain.mining.embeddings import encode_to_file, fingerprint, model_fingerprint
-from embedtrain.mining.filtering import FilterCounts, select_negatives
-from embedtrain.mining.output import OUTPUT_SUFFIXES, FileSink, MemorySink, merge_parts, output_kind, part_path
+from embedtrain.mining.filtering import FilterCounts, drop_reason, is_normalized_copy, normalized, select_negatives
+from embedtrain.mining.output import (
+    OUTPUT_SUFFIXES,
+    DiscardSink,
+    FileSink,
+    MemorySink,
+    dropped_path,
+    merge_parts,
+    output_kind,
+    part_path,
+)
 from embedtrain.mining.rescore import Rescorer, cross_encoder_rescorer
 from embedtrain.mining.results import MiningResult, MiningStats, log_stats
 from embedtrain.mining.search import top_k
@@ -197,14 +209,19 @@ def _row_bounds(n: int, collective: Collective) -> tuple[int, int]:
 
 
 def mine(config: OfflineMiningConfig, *, model=None, rescorer: Rescorer | None = None, progress=None,
-         sink=None) -> MiningResult:
+         sink=None, dropped_sink=None) -> MiningResult:
     """Mine hard negatives as described by ``config``; see the module docstring.
 
     ``model`` (a loaded ``SentenceTransformer``) overrides ``config.model`` (its embeddings are then not kept
     for reuse); ``rescorer`` overrides ``config.cross_encoder``; ``progress`` is an optional
     ``rich.progress.Progress``. Rows go to ``sink`` (an object with ``write(rows)`` / ``close()``); without one
-    they are returned in :attr:`MiningResult.rows` (this process's share under a multi-process launch).
+    they are returned in :attr:`MiningResult.rows` (this process's share under a multi-process launch). Rows
+    dropped for too few negatives (``keep_incomplete`` off) go to ``dropped_sink``, else to
+    :attr:`MiningResult.dropped`, with their ``reason``.
     """
+    from embedtrain.mining.beir import resolve_beir
+
+    config = resolve_beir(config)
     if config.engine == "sentence-transformers":
         return _mine_with_st(config, model, rescorer)
     collective = init_collective()
@@ -268,19 +285,24 @@ def mine(config: OfflineMiningConfig, *, model=None, rescorer: Rescorer | None =
         own_sink = sink
         if own_sink is None:
             own_sink = MemorySink()
+        dropped = dropped_sink if dropped_sink is not None else MemorySink()
         with stages.stage("searching and writing", end - start) as advance:
             for chunk in range(start, end, config.query_chunk_size):
-                rows = _mine_chunk(config, layout, texts, anchors, positives, query_emb, searcher, rescorer,
-                                   query_pos_score, chunk, min(chunk + config.query_chunk_size, end), k, stats)
+                rows, dropped_rows = _mine_chunk(config, layout, texts, anchors, positives, query_emb, searcher,
+                                                 rescorer, query_pos_score, chunk,
+                                                 min(chunk + config.query_chunk_size, end), k, stats)
                 own_sink.write(rows)
+                dropped.write(dropped_rows)
                 if advance is not None:
                     advance(min(config.query_chunk_size, end - chunk))
         own_sink.close()
+        dropped.close()
         _combine_stats(stats, collective)
         stats.total_s = time.perf_counter() - t_start
         if is_main:
             log_stats(stats)
-        return MiningResult(own_sink.rows if isinstance(own_sink, MemorySink) else [], stats, is_main=is_main)
+        return MiningResult(own_sink.rows if isinstance(own_sink, MemorySink) else [], stats, is_main=is_main,
+                            dropped=dropped.rows if isinstance(dropped, MemorySink) else [])
     finally:
         if private:
             collective.barrier()
@@ -385,23 +407,30 @@ def _mine_chunk(config, layout: MiningLayout, texts: _Texts, anchors, positives,
     flt = config.filter_only()
     wanted = config.num_negatives + config.candidates
     picked: dict[int, list[tuple[int, float]]] = {}
+    tallies: dict[int, FilterCounts] = {}
     for j, q in enumerate(queries):
-        exclude = set(layout.positives_of(q).tolist())
+        q_positives = layout.positives_of(q)
+        exclude = set(q_positives.tolist())
         if config.exclude_query_text and layout.self_ids[q] >= 0:
             exclude.add(int(layout.self_ids[q]))
+        # room for copies of the positives, which are only recognised from the texts below
+        slack = 2 * len(q_positives) + 2 if config.exclude_positive_copies else 0
+        tallies[int(q)] = FilterCounts()
         picked[int(q)] = select_negatives(ids[j], scores[j], exclude=exclude, positive_score=query_pos_score[q],
-                                          flt=flt, limit=wanted, counts=stats.counts)
+                                          flt=flt, limit=wanted + slack, counts=tallies[int(q)])
     needed = sorted({i for sel in picked.values() for i, _ in sel})
     text_of = dict(zip(needed, texts.corpus(np.array(needed, dtype=np.int64)))) if needed else {}
+    if config.exclude_positive_copies:
+        _drop_positive_copies(layout, texts, picked, text_of, tallies)
+    for q in picked:
+        picked[q] = picked[q][:wanted]
+        stats.counts.add(tallies[q])
     anchor_texts, positive_texts = texts.rows(anchors, start, end), texts.rows(positives, start, end)
-    rows = []
+    rows, dropped = [], []
     n = config.num_negatives
     for r in range(start, end):
-        sel = picked[int(layout.row_query[r])]
-        if len(sel) < n:
-            stats.incomplete_rows += 1
-            if not config.keep_incomplete:
-                continue
+        q = int(layout.row_query[r])
+        sel = picked[q]
         row: dict[str, Any] = {
             "anchor": anchor_texts[r - start], "positive": positive_texts[r - start],
             "positive_score": round(float(stats.row_positive_scores[r]), 6),
@@ -409,9 +438,31 @@ def _mine_chunk(config, layout: MiningLayout, texts: _Texts, anchors, positives,
         }
         if config.candidates:
             row["candidates"] = [{"text": text_of[i], "score": round(s, 6)} for i, s in sel[n:n + config.candidates]]
+        if len(sel) < n:
+            reason = drop_reason(tallies[q])
+            stats.note_incomplete(reason, kept=config.keep_incomplete)
+            if not config.keep_incomplete:
+                dropped.append({**row, "reason": reason,
+                                "skipped": {k: v for k, v in tallies[q].as_dict().items() if v}})
+                continue
         rows.append(row)
     stats.written_rows += len(rows)
-    return rows
+    return rows, dropped
+
+
+def _drop_positive_copies(layout: MiningLayout, texts: _Texts, picked: dict[int, list[tuple[int, float]]],
+                          text_of: dict[int, str], tallies: dict[int, FilterCounts]) -> None:
+    """Remove from each query's picks the documents that are copies of one of its positives (a positive
+    given as text alone whose corpus entry is title + text, different casing or spacing: different hashes)."""
+    pos_ids = sorted({int(i) for q in picked for i in layout.positives_of(q)})
+    pos_norm = {i: normalized(t) for i, t in zip(pos_ids, texts.corpus(np.array(pos_ids, dtype=np.int64)))} \
+        if pos_ids else {}
+    cand_norm = {i: normalized(t) for i, t in text_of.items()}
+    for q, sel in picked.items():
+        q_pos = [pos_norm[int(i)] for i in layout.positives_of(q)]
+        kept = [(i, s) for i, s in sel if not any(is_normalized_copy(cand_norm[i], p) for p in q_pos)]
+        tallies[q].positive_copy += len(sel) - len(kept)
+        picked[q] = kept
 
 
 def _rescore(rescorer: Rescorer, query_texts: list[str], texts: _Texts, scores: np.ndarray,
@@ -432,13 +483,19 @@ def _combine_stats(stats: MiningStats, collective: Collective) -> None:
     if collective.world_size == 1:
         return
     mine_ = {"counts": stats.counts.as_dict(), "incomplete": stats.incomplete_rows, "written": stats.written_rows,
-             "search_s": stats.search_s, "rescore_s": stats.rescore_s}
+             "search_s": stats.search_s, "rescore_s": stats.rescore_s, "reasons": stats.incomplete_reasons,
+             "dropped": stats.dropped_rows}
     parts = collective.all_gather_object(mine_)
     counts = FilterCounts()
     for p in parts:
         counts.add(FilterCounts(**p["counts"]))
     stats.counts = counts
     stats.incomplete_rows = sum(p["incomplete"] for p in parts)
+    stats.dropped_rows = sum(p["dropped"] for p in parts)
+    stats.incomplete_reasons = {}
+    for p in parts:
+        for reason, n in p["reasons"].items():
+            stats.incomplete_reasons[reason] = stats.incomplete_reasons.get(reason, 0) + n
     stats.written_rows = sum(p["written"] for p in parts)
     stats.search_s = max(p["search_s"] for p in parts)
     stats.rescore_s = max(p["rescore_s"] for p in parts)
@@ -474,36 +531,55 @@ def write_mined(rows: list[dict[str, Any]], path: str | Path, with_candidates: b
     return Path(path)
 
 
+def _nothing_written(result: MiningResult, side: Path | None, config: OfflineMiningConfig) -> DataError:
+    reasons = ", ".join(f"{k}: {v}" for k, v in sorted(result.stats.incomplete_reasons.items()))
+    where = f"; the rows are in {side}" if side is not None else ""
+    return DataError(f"no row got enough negatives (by reason: {reasons or 'none'}); nothing written (widen "
+                     f"range_max, loosen margins, or pass keep_incomplete){where}", file=config.input)
+
+
 def run_mining(config: OfflineMiningConfig, *, model=None, rescorer: Rescorer | None = None,
                progress=None) -> MiningResult:
     """:func:`mine` streamed into ``config.output`` (each process writes its part; the main process joins them);
     also writes ``<output>.stats.json``."""
     kind = output_kind(config.output)  # fail on a bad suffix before any encoding
+    side = dropped_path(config.output) if config.keep_dropped else None
     if config.engine == "sentence-transformers":
         result = mine(config, model=model, rescorer=rescorer, progress=progress)
+        if side is not None:
+            write_mined(result.dropped, side, bool(config.candidates))
+            result.stats.dropped_output = str(side)
         if not result.rows:
-            raise DataError("no row got enough negatives; nothing written (widen range_max, loosen margins, "
-                            "or pass keep_incomplete)", file=config.input)
+            raise _nothing_written(result, side, config)
         write_mined(result.rows, config.output, bool(config.candidates))
     else:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
         target = part_path(config.output, rank) if world > 1 else Path(config.output)
         sink = FileSink(target, kind, bool(config.candidates))
-        result = mine(config, model=model, rescorer=rescorer, progress=progress, sink=sink)
+        dropped_sink = DiscardSink()
+        if side is not None:
+            dropped_sink = FileSink(part_path(side, rank) if world > 1 else side, "jsonl", bool(config.candidates))
+        result = mine(config, model=model, rescorer=rescorer, progress=progress, sink=sink,
+                      dropped_sink=dropped_sink)
         collective = init_collective()
         collective.barrier()
         if result.is_main and world > 1:
             merge_parts(config.output, world, kind, bool(config.candidates))
+            if side is not None:
+                merge_parts(side, world, "jsonl", bool(config.candidates))
+        if side is not None:
+            result.stats.dropped_output = str(side)
         if result.stats.written_rows == 0:
             if result.is_main:
                 Path(config.output).unlink(missing_ok=True)
-            raise DataError("no row got enough negatives; nothing written (widen range_max, loosen margins, "
-                            "or pass keep_incomplete)", file=config.input)
+            raise _nothing_written(result, side, config)
     if result.is_main:
         out = Path(config.output)
         stats_path = out.with_name(out.name + ".stats.json")
         stats_path.write_text(json.dumps({"config": config.model_dump(mode="json"), **result.stats.summary()},
                                          indent=2), encoding="utf-8")
         logger.info("wrote %d rows to %s", result.stats.written_rows, out)
+        if side is not None:
+            logger.info("wrote the %d rows dropped for too few negatives to %s", result.stats.dropped_rows, side)
     return result

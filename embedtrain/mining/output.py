@@ -50,6 +50,23 @@ class MemorySink:
         pass
 
 
+class DiscardSink:
+    """Drops the rows (rows dropped for too few negatives when nobody asked to keep them)."""
+
+    rows: list[dict[str, Any]] = []
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def dropped_path(output: str | Path) -> Path:
+    """Where ``keep_dropped`` writes the rows dropped for too few negatives: ``<output>.dropped.jsonl``."""
+    return Path(f"{output}.dropped.jsonl")
+
+
 class FileSink:
     """Appends rows to a jsonl or parquet file as they come."""
 

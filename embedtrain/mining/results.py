@@ -20,7 +20,13 @@ class MiningStats:
     queries: int = 0
     corpus_size: int = 0
     written_rows: int = 0
+    #: Rows that found fewer negatives than asked: kept (``keep_incomplete``) or dropped, and why (the filter
+    #: that removed most of their query's candidates, :func:`embedtrain.mining.filtering.drop_reason`).
     incomplete_rows: int = 0
+    dropped_rows: int = 0
+    incomplete_reasons: dict[str, int] = field(default_factory=dict)
+    #: Where the dropped rows were written (``keep_dropped``).
+    dropped_output: str | None = None
     encode_corpus_s: float = 0.0
     encode_queries_s: float = 0.0
     search_s: float = 0.0
@@ -54,10 +60,18 @@ class MiningStats:
         """Queries per second of the top-k search alone."""
         return self.queries / self.search_s if self.search_s > 0 else float("nan")
 
+    def note_incomplete(self, reason: str, *, kept: bool) -> None:
+        """Count one row that got too few negatives, for ``reason``; ``kept``: written anyway."""
+        self.incomplete_rows += 1
+        self.dropped_rows += 0 if kept else 1
+        self.incomplete_reasons[reason] = self.incomplete_reasons.get(reason, 0) + 1
+
     def summary(self) -> dict[str, Any]:
         return {
             "rows": self.rows, "queries": self.queries, "corpus_size": self.corpus_size,
             "written_rows": self.written_rows, "incomplete_rows": self.incomplete_rows,
+            "dropped_rows": self.dropped_rows, "incomplete_by_reason": dict(sorted(self.incomplete_reasons.items())),
+            "dropped_output": self.dropped_output,
             "encode_corpus_s": round(self.encode_corpus_s, 3), "encode_queries_s": round(self.encode_queries_s, 3),
             "search_s": round(self.search_s, 3), "rescore_s": round(self.rescore_s, 3),
             "total_s": round(self.total_s, 3), "corpus_docs_per_s": round(self.corpus_docs_per_s, 1),
@@ -76,26 +90,35 @@ class MiningResult:
     stats: MiningStats
     #: False on the other processes of a multi-process launch (they report nothing).
     is_main: bool = True
+    #: Rows dropped for too few negatives, with ``reason`` (in memory only when no dropped sink was given).
+    dropped: list[dict[str, Any]] = field(default_factory=list)
 
 
 def assemble_rows(anchors: list[str], positives: list[str], of_row: list[int],
                   selected: list[list[tuple[str, float]]], positive_scores: list[float],
-                  config: OfflineMiningConfig, stats: MiningStats) -> list[dict[str, Any]]:
-    """One output row per input pair: negatives (first ``num_negatives``) and optional candidates."""
+                  config: OfflineMiningConfig, stats: MiningStats,
+                  dropped: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One output row per input pair: negatives (first ``num_negatives``) and optional candidates.
+
+    Rows with too few negatives are kept (``keep_incomplete``) or appended to ``dropped`` with the reason
+    ``not_reported`` (this path serves the sentence-transformers engine, which reports no filter tallies).
+    """
     rows = []
     n = config.num_negatives
     for i, (anchor, positive) in enumerate(zip(anchors, positives)):
         picked = selected[of_row[i]]
-        if len(picked) < n:
-            stats.incomplete_rows += 1
-            if not config.keep_incomplete:
-                continue
         row: dict[str, Any] = {
             "anchor": anchor, "positive": positive, "positive_score": round(float(positive_scores[i]), 6),
             "negatives": [{"text": t, "score": round(s, 6)} for t, s in picked[:n]],
         }
         if config.candidates:
             row["candidates"] = [{"text": t, "score": round(s, 6)} for t, s in picked[n:n + config.candidates]]
+        if len(picked) < n:
+            stats.note_incomplete("not_reported", kept=config.keep_incomplete)
+            if not config.keep_incomplete:
+                if dropped is not None:
+                    dropped.append({**row, "reason": "not_reported"})
+                continue
         rows.append(row)
     stats.written_rows = len(rows)
     return rows
@@ -113,5 +136,10 @@ def log_stats(stats: MiningStats) -> None:
     if skipped:
         logger.info("skipped candidates (of %d in the window): %s", stats.counts.considered, skipped)
     if stats.incomplete_rows:
-        logger.warning("%d of %d rows found fewer negatives than asked; widen range_max or loosen the margins",
-                       stats.incomplete_rows, stats.rows)
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(stats.incomplete_reasons.items(), key=lambda x: -x[1]))
+        what = (f"{stats.dropped_rows} dropped" if stats.dropped_rows else "kept with fewer negatives")
+        logger.warning("%d of %d rows (%.1f%%) found fewer negatives than asked (%s) by main reason: %s. Widen "
+                       "range_max or loosen the margins; keep_incomplete (--keep-incomplete) keeps them with fewer "
+                       "negatives, keep_dropped (--keep-dropped) writes them to <output>.dropped.jsonl",
+                       stats.incomplete_rows, stats.rows, 100.0 * stats.incomplete_rows / max(stats.rows, 1), what,
+                       reasons)

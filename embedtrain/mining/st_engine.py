@@ -8,13 +8,16 @@ accepted documents, which is split here into negatives and candidates like the b
 Differences from the built-in engine (documented, not bugs): sentence-transformers counts
 ``range_min``/``range_max`` among the candidates that survive the margin filters, retrieves
 ``range_max`` plus the number of positives, does not exclude the query's own text (it is removed
-here afterwards), prints tqdm bars, and reports no per-stage timings (only the total).
+here afterwards, as are copies of the row's own positive: only among the documents it returned, with no
+room kept for them), prints tqdm bars, and reports no per-stage timings (only the total) nor why a row got
+too few negatives (``reason: not_reported``).
 """
 
 from __future__ import annotations
 
 import time
 
+from embedtrain.mining.filtering import is_positive_copy
 from embedtrain.mining.results import MiningResult, MiningStats, assemble_rows, log_stats
 from embedtrain.schema.mining import OfflineMiningConfig
 
@@ -49,14 +52,17 @@ def mine_with_sentence_transformers(config: OfflineMiningConfig, model, anchors:
     by_pair: dict[tuple[str, str], tuple[float, list[tuple[str, float]]]] = {}
     for anchor, docs, scores in zip(mined["anchor"], mined["positive"], mined["scores"]):
         negs = [(d, float(s)) for d, s in zip(docs[1:], scores[1:])
-                if not (config.exclude_query_text and d == anchor)]
+                if not (config.exclude_query_text and d == anchor)
+                and not (config.exclude_positive_copies and is_positive_copy(d, docs[0]))]
         by_pair[(anchor, docs[0])] = (float(scores[0]), negs[:config.num_negatives + config.candidates])
     selected, pos_scores = [], []
     for anchor, positive in zip(anchors, positives):
         pos_score, negs = by_pair.get((anchor, positive), (float("nan"), []))
         selected.append(negs)
         pos_scores.append(pos_score)
-    rows = assemble_rows(anchors, positives, list(range(len(anchors))), selected, pos_scores, config, stats)
+    dropped: list = []
+    rows = assemble_rows(anchors, positives, list(range(len(anchors))), selected, pos_scores, config, stats,
+                         dropped)
     stats.total_s = time.perf_counter() - t_start
     log_stats(stats)
-    return MiningResult(rows, stats)
+    return MiningResult(rows, stats, dropped=dropped)

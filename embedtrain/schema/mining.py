@@ -85,10 +85,13 @@ class OfflineMiningConfig(NegativeFilter):
     """
 
     model: str = Field(description="Model that embeds queries and documents (folder, hub id or packaged name).")
-    input: str = Field(description="File of (anchor, positive) pairs.")
+    input: str = Field(description=(
+        "File of (anchor, positive) pairs, or a BEIR folder (pairs from qrels/<split>.tsv, title + text)."))
     output: str = Field(description="Output file (.jsonl or .parquet).")
     corpus: str | None = Field(default=None, description=(
-        "Documents to mine from (file with a text column, or .txt); default: the positives."))
+        "Documents to mine from (file with a text column, .txt, or a BEIR folder: title + text); default: "
+        "the BEIR input's corpus, else the positives."))
+    split: str = Field(default="train", description="qrels split of a BEIR folder given as input.")
     columns: dict[str, str] = Field(default_factory=dict, description="Map a role to a column: anchor=question.")
     corpus_column: str = Field(default="text", description="Text column of the corpus file.")
     num_negatives: int = Field(default=5, gt=0, description="Negatives per pair.")
@@ -117,7 +120,16 @@ class OfflineMiningConfig(NegativeFilter):
         "Truncate texts to this many tokens (use the length the model will be trained at)."))
     device: str | None = Field(default=None, description="cpu, cuda, cuda:1 ...")
     exclude_query_text: bool = Field(default=True, description="Never use the query's own text as a negative.")
-    keep_incomplete: bool = Field(default=False, description="Keep rows that found too few negatives.")
+    exclude_positive_copies: bool = Field(default=True, description=(
+        "Never use a copy of a positive as its negative: equal up to case and spaces, or containing it (or "
+        "contained in it) with at least half the longer text, e.g. a title + text corpus entry of a text-only "
+        "positive."))
+    keep_incomplete: bool = Field(default=False, description=(
+        "Keep rows that found too few negatives (with the negatives they got) in the output (the "
+        "hard_negatives format then trains every row with the fewest negatives of any row)."))
+    keep_dropped: bool = Field(default=False, description=(
+        "Write the rows dropped for too few negatives to <output>.dropped.jsonl, with the negatives they got "
+        "and why (train on them with format: pairs)."))
     max_samples: int | None = Field(default=None, gt=0, description="Only mine the first N pairs.")
     engine: Literal["embedtrain", "sentence-transformers"] = Field(default="embedtrain", description=(
         "embedtrain, or sentence-transformers' own mine_hard_negatives."))

@@ -134,7 +134,7 @@ def _loss_name(loss) -> str:
 
 def data_provenance(recipe, prepared: list | None) -> list[dict[str, Any]]:
     """One entry per training dataset: its source (file name or hub id, never a local path), rows used, the
-    file's sha256, format, loss and mixing settings."""
+    file's sha256, format, loss and mixing settings; for a mined file, how ``embedtrain mine`` made it."""
     by_name = {p.config.name: p for p in prepared or []}
     out = []
     for cfg in recipe.datasets_for_training:
@@ -147,6 +147,12 @@ def data_provenance(recipe, prepared: list | None) -> list[dict[str, Any]]:
             entry.update(source="file", file=path.name, sha256=file_sha256(path))
             if cfg.split:
                 entry["split"] = cfg.split
+            if cfg.format == "hard_negatives":
+                from embedtrain.mining.provenance import read_mining_record
+
+                mined = read_mining_record(path)  # <file>.stats.json written by embedtrain mine
+                if mined is not None:
+                    entry["mined"] = mined
         if p is not None:
             entry["rows"] = len(p.dataset)
             entry["loss"] = _loss_name(p.loss)
