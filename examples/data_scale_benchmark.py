@@ -53,7 +53,8 @@ class FirstStep(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == 1:
             rank = int(os.environ.get("RANK", "0"))
-            out = {"rank": rank, "first_step_s": time.time() - T0, **memory()}
+            import embedtrain
+            out = {"rank": rank, "first_step_s": time.time() - T0, "module": embedtrain.__file__, **memory()}
             with open(os.path.join(sys.argv[2], f"rank{rank}.json"), "w") as fh:
                 json.dump(out, fh)
             # step 1 is done on every rank (its gradients were all-reduced): what follows (saving the final
@@ -114,12 +115,24 @@ def run_validate(recipe: Path, env: dict) -> dict:
             "try:\n    from embedtrain.api import validate\nexcept ImportError:\n"
             "    from embedtrain.training import validate_recipe as validate\n"
             "validate(sys.argv[1]); print('SECONDS', time.perf_counter()-t);"
-            "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
-    proc = subprocess.run([sys.executable, "-c", code, str(recipe)], env=env, capture_output=True, text=True)
+            "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024);"
+            "import embedtrain; print('MODULE', embedtrain.__file__)")
+    # run in the work folder: ``python -c`` puts the working directory first on sys.path, and a checkout's
+    # embedtrain there would shadow the tree under test
+    proc = subprocess.run([sys.executable, "-c", code, str(recipe)], env=env, capture_output=True, text=True,
+                          cwd=recipe.parent)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
-    values = dict(line.split() for line in proc.stdout.splitlines() if line.startswith(("SECONDS", "MAXRSS")))
-    return {"seconds": float(values["SECONDS"]), "peak_rss_mb": float(values["MAXRSS"])}
+    values = dict(line.split() for line in proc.stdout.splitlines()
+                  if line.startswith(("SECONDS", "MAXRSS", "MODULE")))
+    return {"seconds": float(values["SECONDS"]), "peak_rss_mb": float(values["MAXRSS"]), "module": values["MODULE"]}
+
+
+def check_tree(used: str, tree: Path | None) -> None:
+    """Fail when a measured process imported embedtrain from another tree than the one under test."""
+    expected = (tree or REPO).resolve() / "embedtrain"
+    if not Path(used).resolve().is_relative_to(expected):
+        raise RuntimeError(f"measured process imported {used}, expected the package in {expected}")
 
 
 def run_first_step(recipe: Path, env: dict, workdir: Path, port: int) -> list[dict]:
@@ -146,6 +159,7 @@ def measure(tree: Path | None, data: Path, n: int, workdir: Path, port: int, lab
     env = env_for(tree, cache)
     result: dict = {"implementation": label, "rows": n}
     v = run_validate(recipe, env)
+    check_tree(v.pop("module"), tree)
     result["validate"] = {**v, "rows_per_s": round(n / v["seconds"])}
     meta = list(cache.glob("datasets/*/meta.json"))
     if meta:
@@ -156,6 +170,8 @@ def measure(tree: Path | None, data: Path, n: int, workdir: Path, port: int, lab
         shutil.rmtree(cache, ignore_errors=True)
         result["first_step_cold"] = run_first_step(recipe, env, workdir, port)
     result["first_step"] = run_first_step(recipe, env, workdir, port + 1)  # old: reads again; new: warm cache
+    for x in result["first_step"] + result.get("first_step_cold", []):
+        check_tree(x.pop("module"), tree)
     shutil.rmtree(cache, ignore_errors=True)
     shutil.rmtree(workdir / f"out-{label}", ignore_errors=True)
     return result
@@ -214,6 +230,7 @@ def main() -> None:
                         help="a commit of this repository with the previous implementation (e.g. c834e34)")
     parser.add_argument("--port", type=int, default=29591)
     args = parser.parse_args()
+    args.workdir = args.workdir.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
     print(f"disk free at {args.workdir}: {shutil.disk_usage(args.workdir).free / 2**30:.1f} GiB; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
