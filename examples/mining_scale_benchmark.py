@@ -12,7 +12,11 @@ included, / mining seconds, after loading data and model) and peak RSS:
 * ``embedtrain``: the default engine, cold (embeddings encoded and written to a memory-mapped file);
 * ``embedtrain (reused)``: the same command again: the embedding files are reused (as when margins or the rank
   window are tuned, or a cross-encoder is added);
-* ``embedtrain x2``: ``accelerate launch`` with 2 CPU processes of 1 thread each (the same 2 cores).
+* ``embedtrain x2``: ``accelerate launch`` with 2 CPU processes of 1 thread each (2 cores: compare it with the
+  single-process rows only when ``--threads 2``); its peak RSS is the main process's.
+
+The table gives each run's cores (processes x threads) and its speed relative to ``st`` in the same invocation
+(``vs st``: st's mining seconds / the run's).
 
     python examples/mining_scale_benchmark.py --workdir runs/mining_scale --corpus-sizes 5000 20000 --max-pairs 1000
 """
@@ -110,19 +114,19 @@ def main() -> None:
                 ("embedtrain", base, 1), ("embedtrain (reused)", base, 1)]
         for name, cfg, procs in runs:
             r = run({**cfg, "output": str(args.workdir / f"out-{size}.jsonl")}, env, procs)
-            results.append({"engine": name, "corpus_size": size, **r})
+            results.append({"engine": name, "corpus_size": size, "cores": args.threads, **r})
         shutil.rmtree(emb, ignore_errors=True)
         env2 = dict(env, OMP_NUM_THREADS="1")
         r = run({**base, "output": str(args.workdir / f"out-{size}.jsonl")}, env2, 2)
-        results.append({"engine": "embedtrain x2", "corpus_size": size, **r})
+        results.append({"engine": "embedtrain x2", "corpus_size": size, "cores": 2, **r})
         shutil.rmtree(emb, ignore_errors=True)
         st = next(x for x in results if x["engine"] == "st" and x["corpus_size"] == size)
-        print(f"\ncorpus {size:,} documents, {st['queries']:,} queries")
-        print(f"{'engine':22} {'mining s':>9} {'docs/s':>8} {'vs st':>6} {'peak RSS MB':>12}")
+        print(f"\ncorpus {size:,} sentences + the positives = {st['corpus']:,} documents, {st['queries']:,} queries")
+        print(f"{'engine':22} {'cores':>5} {'mining s':>9} {'docs/s':>8} {'vs st':>6} {'peak RSS MB':>12}")
         for x in results:
             if x["corpus_size"] != size:
                 continue
-            print(f"{x['engine']:22} {x['mining_s']:>9.1f} {x['corpus'] / x['mining_s']:>8.0f} "
+            print(f"{x['engine']:22} {x['cores']:>5} {x['mining_s']:>9.1f} {x['corpus'] / x['mining_s']:>8.0f} "
                   f"{st['mining_s'] / x['mining_s']:>5.2f}x {x['peak_rss_mb']:>12.0f}")
         (args.workdir / "results.json").write_text(json.dumps(results, indent=1))
 
