@@ -15,6 +15,7 @@ and evaluated with the offline MTEB harness (exact fp32 encoding):
    (task ``SciFactHeldOut``), plus the five STS tasks.
 
     python examples/throughput_quality.py --data-dir ../shared/data --workdir runs/throughput_quality --seeds 42 43
+    python examples/throughput_quality.py --kinds quickstart --variants fp32 fast --seeds 42 43 44 --max-steps 100
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def split_scifact(data_dir: Path, workdir: Path, seed: int = 0) -> tuple[Path, P
     return train, task
 
 
-def recipe(kind: str, variant: str, seed: int, workdir: Path, train_file: Path, data_dir: Path) -> Path:
+def recipe(kind: str, variant: str, seed: int, workdir: Path, train_file: Path, data_dir: Path,
+           max_steps: int | None = None) -> Path:
     out = workdir / "runs" / f"{kind}_{variant}_s{seed}"
     if kind == "quickstart":
         data = yaml.safe_load((ROOT / "recipes" / "quickstart.yaml").read_text(encoding="utf-8"))
@@ -86,6 +88,8 @@ def recipe(kind: str, variant: str, seed: int, workdir: Path, train_file: Path, 
                 "loss": {"name": "mnrl"},
                 "training": {"num_train_epochs": 3, "per_device_train_batch_size": 32, "learning_rate": 2e-5,
                              "warmup_steps": 0.1, "save_steps": 100_000, "logging_steps": 5}}
+    if max_steps is not None:  # a shorter run (warm-up stays a fraction of it)
+        data["training"]["max_steps"] = max_steps
     data["speed"] = VARIANTS[variant]
     data["generalization"] = {"enabled": False}  # evaluated below, on the same tasks for every variant
     data["output_dir"], data["seed"] = str(out), seed
@@ -103,6 +107,9 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--quickstart-variants", nargs="+", default=None, choices=list(VARIANTS),
                    help="Variants of the quickstart recipe (default: --variants).")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="Stop every training run after this many optimizer steps (default: the recipes' epochs); "
+                        "results.json keys then carry the step count, so runs of different lengths stay apart.")
     args = p.parse_args()
 
     from embedtrain.api import train
@@ -118,11 +125,12 @@ def main() -> None:
         for seed in args.seeds:
             variants = args.quickstart_variants if kind == "quickstart" and args.quickstart_variants else args.variants
             for variant in variants:  # interleaved, so machine load hits every variant alike
-                key = f"{kind}/{variant}/s{seed}"
+                key = f"{kind}/{variant}/s{seed}" + (f"/{args.max_steps}steps" if args.max_steps else "")
                 if key in results:
                     continue
                 t = time.perf_counter()
-                result = train(load_recipe(recipe(kind, variant, seed, args.workdir, train_file, args.data_dir)),
+                result = train(load_recipe(recipe(kind, variant, seed, args.workdir, train_file, args.data_dir,
+                                                 args.max_steps)),
                                overwrite=True)
                 seconds = time.perf_counter() - t
                 report = evaluate_checkpoint(result.final_dir, tasks=tasks, data_dir=args.data_dir,
@@ -136,28 +144,38 @@ def main() -> None:
 
 
 def write_markdown(results: dict, path: Path) -> None:
+    """Mean ± std over seeds per variant, and the paired difference (variant - fp32, same seed) per task."""
     lines = []
     for kind in ("quickstart", "retrieval"):
-        keys = [k for k in results if k.startswith(kind + "/")]
-        if not keys:
-            continue
-        tasks = list(results[keys[0]]["scores"])
-        lines += [f"### {kind}", "", "| variant | seeds | train s (mean) | " + " | ".join(tasks) + " |",
-                  "|---|---|---:|" + "---:|" * len(tasks)]
-        for variant in VARIANTS:
-            runs = [results[k] for k in keys if k.split("/")[1] == variant]
-            if not runs:
-                continue
-            cells = []
-            for task in tasks:
-                values = [r["scores"][task] for r in runs]
-                sd = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
-                cells.append(f"{statistics.mean(values):.2f}{sd}")
-            lines.append(f"| {variant} | {len(runs)} | {statistics.mean(r['train_seconds'] for r in runs):.0f} | "
-                         + " | ".join(cells) + " |")
-        lines.append("")
+        for length in sorted({"/".join(k.split("/")[3:]) for k in results if k.startswith(kind + "/")}):
+            keys = [k for k in results if k.startswith(kind + "/") and "/".join(k.split("/")[3:]) == length]
+            tasks = list(results[keys[0]]["scores"])
+            title = f"### {kind}" + (f" ({length.replace('steps', ' steps')})" if length else "")
+            lines += [title, "", "| variant | seeds | train s (mean) | " + " | ".join(tasks) + " |",
+                      "|---|---|---:|" + "---:|" * len(tasks)]
+            by_variant = {v: {k.split("/")[2]: results[k] for k in keys if k.split("/")[1] == v} for v in VARIANTS}
+            for variant, runs in by_variant.items():
+                if not runs:
+                    continue
+                cells = [_mean_sd([r["scores"][task] for r in runs.values()]) for task in tasks]
+                lines.append(f"| {variant} | {len(runs)} | "
+                             f"{statistics.mean(r['train_seconds'] for r in runs.values()):.0f} | "
+                             + " | ".join(cells) + " |")
+            for variant, runs in by_variant.items():
+                seeds = sorted(set(runs) & set(by_variant["fp32"])) if variant != "fp32" else []
+                if not seeds:
+                    continue
+                cells = [_mean_sd([runs[s]["scores"][task] - by_variant["fp32"][s]["scores"][task] for s in seeds],
+                                  signed=True) for task in tasks]
+                lines.append(f"| {variant} - fp32 (paired) | {len(seeds)} | | " + " | ".join(cells) + " |")
+            lines.append("")
     path.write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))
+
+
+def _mean_sd(values: list[float], signed: bool = False) -> str:
+    mean = f"{statistics.mean(values):+.2f}" if signed else f"{statistics.mean(values):.2f}"
+    return mean + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
 
 
 if __name__ == "__main__":
