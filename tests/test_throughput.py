@@ -353,3 +353,30 @@ def test_encode_texts_in_bf16_returns_float32_unit_vectors(tiny_model_dir, one_t
     fast = encode_texts(model, TEXTS, kind="plain", precision=Precision("bf16", "cpu", "test"))
     assert fast.dtype == np.float32 and np.allclose(np.linalg.norm(fast, axis=1), 1, atol=1e-3)
     assert (fast * exact).sum(1).min() > 0.98 and not np.array_equal(fast, exact)
+
+
+def test_offline_mining_in_bf16_is_opt_in_close_to_fp32_and_cached_apart(tiny_model_dir, write_jsonl, tmp_path,
+                                                                          one_thread):
+    """``embedtrain mine --precision bf16``: fp32 stays the default; bf16 scores stay close to the exact ones;
+    the two precisions never share cached embeddings."""
+    from embedtrain.mining.offline import mine
+    from embedtrain.schema.mining import OfflineMiningConfig
+
+    words = "red blue green black white brown pink gray gold silver orange purple".split()
+    pairs = write_jsonl([{"anchor": f"the {w} car", "positive": f"a {w} vehicle"} for w in words[:6]], "p.jsonl")
+    corpus = write_jsonl([{"text": f"some {w} thing {i}"} for w in words for i in range(3)], "c.jsonl")
+
+    def cfg(**kw):
+        return OfflineMiningConfig(model=str(tiny_model_dir), input=str(pairs), corpus=str(corpus), device="cpu",
+                                   output=str(tmp_path / "mined.jsonl"), num_negatives=3, range_max=30,
+                                   embeddings_dir=str(tmp_path / "emb"), **kw)
+
+    assert cfg().precision == "fp32"
+    exact, fast, again = mine(cfg()), mine(cfg(precision="bf16")), mine(cfg())
+    assert not exact.stats.embeddings_reused and not fast.stats.embeddings_reused and again.stats.embeddings_reused
+    assert len(exact.rows) == len(fast.rows) == 6
+    for e, f in zip(exact.rows, fast.rows):
+        assert f["positive_score"] == pytest.approx(e["positive_score"], abs=0.02)
+        assert [n["score"] for n in f["negatives"]] != [n["score"] for n in e["negatives"]] or \
+            f["positive_score"] != e["positive_score"]   # bf16 really ran
+        assert f["negatives"][0]["score"] == pytest.approx(e["negatives"][0]["score"], abs=0.02)
