@@ -313,7 +313,7 @@ def build_regimes(args, device: str, workdir: Path) -> list[Regime]:
         regimes.append(Regime("query_passage", pairs, 4 if quick else 32, 48 if quick else 256,
                               warmup=1, steps=1 if quick else max(2, args.steps // 2)))
     if "gradcache" in wanted:
-        batch = 32 if quick else (65536 if device == "cuda" else 4096)
+        batch = 32 if quick else (args.gradcache_batch or (65536 if device == "cuda" else 4096))
         pairs = tiny_pairs(96, 3) if quick else large_pool(args.data_dir, batch)
         if len(pairs) < batch:
             print(f"note: gradcache regime has only {len(pairs)} distinct pairs; batch {batch} -> {len(pairs)}")
@@ -352,6 +352,8 @@ def main() -> None:
     parser.add_argument("--encode-texts", type=int, default=600, help="SciFact texts encoded per encode run.")
     parser.add_argument("--repeats", type=int, default=3, help="Interleaved repetitions (medians reported).")
     parser.add_argument("--gradcache-repeats", type=int, default=2, help="Repetitions of the (long) GradCache regime.")
+    parser.add_argument("--gradcache-batch", type=int, default=None,
+                        help="Batch of the GradCache regime (default: 4096 on CPU, 65536 on a GPU).")
     parser.add_argument("--steps", type=int, default=8, help="Timed steps per run (query_passage: half).")
     parser.add_argument("--mining-rows", type=int, default=2560, help="STSb pairs mined for the mining regime.")
     parser.add_argument("--mining-steps", type=int, default=40)
