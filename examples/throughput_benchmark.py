@@ -172,11 +172,11 @@ def large_pool(data_dir: Path, n: int) -> list[tuple[str, str]]:
             break
         sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", json.loads(line)["text"]) if len(s.strip()) > 20]
         pairs.update(dict.fromkeys(zip(sentences, sentences[1:])))
-    anchors: set[str] = set()
+    seen: set[str] = set()
     unique = []
-    for a, b in pairs:  # the no-duplicates sampler needs every text once per batch: keep anchors distinct
-        if a not in anchors and a != b:
-            anchors.add(a)
+    for a, b in pairs:  # the no-duplicates sampler needs every text once per batch, in either column
+        if a not in seen and b not in seen and a != b:
+            seen.update((a, b))
             unique.append((a, b))
     return unique[:n]
 
