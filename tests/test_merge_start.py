@@ -230,3 +230,31 @@ def test_training_run_saves_the_merged_model_and_records_the_selection(tmp_path,
     assert [c["alpha"] for c in merge["candidates"]] == [0.5, 1.0]
     assert all(c["dev"] is not None and c["agreement"] is not None for c in merge["candidates"])
     assert merge["start_dev"] is not None and "| alpha | dev | agreement |" in merge["table"]
+
+
+def test_merge_start_command_merges_saved_checkpoints(tmp_path, tiny_model_factory, capsys, one_thread):
+    from sentence_transformers import SentenceTransformer
+
+    from embedtrain.cli import run_app
+
+    start_dir, trained_dir = tiny_model_factory(seed=0), tiny_model_factory(seed=1)
+    write_rows(tmp_path / "dev.jsonl", [{"sentence1": f"the bird {i} flies", "sentence2": f"a bird {i} sings",
+                                         "score": float(i % 5)} for i in range(20)])
+    run_app(["merge-start", str(trained_dir), str(tmp_path / "merged"), "--start", str(start_dir),
+             "--alpha", "0.25"])
+    merged = weights_of(SentenceTransformer(str(tmp_path / "merged"), device="cpu"))
+    expected = interpolate_weights(weights_of(SentenceTransformer(str(start_dir), device="cpu")),
+                                   weights_of(SentenceTransformer(str(trained_dir), device="cpu")), 0.25)
+    for key, value in expected.items():
+        torch.testing.assert_close(merged[key], value)
+    record = json.loads((tmp_path / "merged" / "merge_start.json").read_text())
+    assert record["alpha"] == 0.25 and record["mode"] == "fixed"
+
+    run_app(["merge-start", str(trained_dir), str(tmp_path / "auto"), "--start", str(start_dir),
+             "--dev", str(tmp_path / "dev.jsonl"), "--grid", "0.5,1.0"])
+    assert "merged at alpha" in capsys.readouterr().out
+    assert json.loads((tmp_path / "auto" / "merge_start.json").read_text())["mode"] == "auto"
+    with pytest.raises(SystemExit):  # the CLI prints the located error and exits non-zero
+        run_app(["merge-start", str(trained_dir), str(tmp_path / "x"), "--start", str(start_dir),
+                 "--dev", str(tmp_path / "stsb_test.jsonl")])
+    assert "looks like a test split" in capsys.readouterr().err

@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,6 +44,8 @@ logger = logging.getLogger(__name__)
 #: The candidate grid measured on the quickstart (docs/generalization.md).
 DEFAULT_GRID: tuple[float, ...] = (0.3, 0.4, 0.5, 0.7, 1.0)
 DEFAULT_KEEP = 0.9
+#: What ``embedtrain merge-start`` writes beside the merged weights.
+MERGE_FILE = "merge_start.json"
 
 
 def interpolate_weights(start: Mapping[str, torch.Tensor], trained: Mapping[str, torch.Tensor],
@@ -173,4 +176,51 @@ def merge_with_start(model, start_weights: Mapping[str, torch.Tensor], *, alpha:
     if chosen == 0.0:
         logger.warning("merge_with_start: %s", reason)
     logger.info("merged with the start model at alpha %g (%s)\n%s", chosen, reason, selection.table())
+    return selection
+
+
+def merge_checkpoints(trained: str | Path, start: str | Path, output: str | Path, *, alpha: float | str = "auto",
+                      dev: str | Path | None = None, general_text: str | Path | None = None,
+                      grid: Sequence[float] = DEFAULT_GRID, keep: float = DEFAULT_KEEP, num_pairs: int = 2000,
+                      max_dev_pairs: int | None = None, overwrite: bool = False,
+                      trust_remote_code: bool = False) -> MergeSelection:
+    """:func:`merge_with_start` on saved checkpoints (``embedtrain merge-start``): ``trained`` merged with
+    ``start`` into ``output``, with ``trained``'s configuration files; ``merge_start.json`` records the selection.
+
+    Only the parameters must match (names, shapes, integer buffers); module settings such as max_seq_length are
+    ``trained``'s."""
+    from functools import partial
+
+    from embedtrain.io.checkpoints import check_new_dir
+    from embedtrain.io.sentences import default_general_text, read_sentences
+    from embedtrain.models.resolve import resolve_model_path
+    from embedtrain.schema.merge import looks_like_test_split
+    from embedtrain.adapters.module import task_module
+    from embedtrain.models.resolve import load_model
+    from embedtrain.soup.metrics import held_out_sts, similarity_agreement
+    from embedtrain.soup.output import write_soup
+
+    if alpha != "auto" and not 0 < float(alpha) <= 1:
+        raise CheckpointError(f"alpha must be in (0, 1] or 'auto', got {alpha}", field="--alpha")
+    if alpha == "auto" and dev is None:
+        raise CheckpointError("--alpha auto chooses the weight on dev data: give --dev (the target's dev split)",
+                              field="--dev")
+    for name, path in (("--dev", dev), ("--general-text", general_text)):
+        if path is not None and looks_like_test_split(str(path)):
+            raise CheckpointError(f"'{path}' looks like a test split; choose the merge weight on dev data", field=name)
+    output = Path(output)
+    start_path, trained_path = resolve_model_path(start), resolve_model_path(trained)
+    check_new_dir(output, overwrite=overwrite, protect=[start_path, trained_path])
+    dev_metric = held_out_sts(dev, max_samples=max_dev_pairs) if dev is not None else None
+    sentences = read_sentences(general_text if general_text is not None else default_general_text())
+    model = load_model(trained_path, device="cpu", trust_remote_code=trust_remote_code)
+    if task_module(model) is not None:
+        raise CheckpointError("task-adapter checkpoints cannot be merged with merge-start; use `embedtrain soup "
+                              "--method weighted`", file=trained_path)
+    start_weights = weights_of(load_model(start_path, device="cpu", trust_remote_code=trust_remote_code))
+    selection = merge_with_start(model, start_weights, alpha=alpha, dev=dev_metric,
+                                 agreement=partial(similarity_agreement, sentences=sentences, num_pairs=num_pairs),
+                                 grid=grid, keep=keep)
+    info = {"method": "merge_with_start", "start": str(start), "trained": str(trained), **selection.to_json()}
+    write_soup(model, trained_path, output, info, record=MERGE_FILE)
     return selection

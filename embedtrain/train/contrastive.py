@@ -154,8 +154,9 @@ class ContrastiveMode(TrainingMode):
         (main process only: the other processes save nothing)."""
         super().after_train(trainer)
         if self.merge_plan is not None and trainer.is_world_process_zero():
-            self.merge_selection = merge_after_training(self.recipe, self.merge_plan, trainer.model,
-                                                        load_start_model(self.recipe))
+            with self.as_saved(trainer.model):  # dev and agreement at the length the model is saved with
+                self.merge_selection = merge_after_training(self.recipe, self.merge_plan, trainer.model,
+                                                            load_start_model(self.recipe))
 
     def details(self, trainer) -> dict[str, Any]:
         return {"merge_with_start": self.merge_selection} if self.merge_selection is not None else {}
