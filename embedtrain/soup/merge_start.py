@@ -169,7 +169,7 @@ def merge_with_start(model, start_weights: Mapping[str, torch.Tensor], *, alpha:
     if auto:
         chosen, reason = choose_alpha(candidates, start_dev=start_dev, keep=keep)  # type: ignore[arg-type]
     else:
-        chosen, reason = float(alpha), "fixed alpha from the recipe"
+        chosen, reason = float(alpha), "fixed alpha"
     at(chosen)
     selection = MergeSelection(chosen, "auto" if auto else "fixed", candidates, start_dev, reason,
                                time.perf_counter() - t0)
