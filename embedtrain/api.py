@@ -128,6 +128,20 @@ def mine(config: OfflineMiningConfig, *, progress=None) -> MiningResult:
 
 
 # -- soups, exports, the Hub ------------------------------------------------------------------------------
+def merge_start(trained: str | Path, start: str | Path, output: str | Path, *, alpha: float | str = "auto",
+                dev: str | Path | None = None, general_text: str | Path | None = None,
+                grid: Sequence[float] | None = None, keep: float = 0.9, num_pairs: int = 2000,
+                max_dev_pairs: int | None = None, overwrite: bool = False, trust_remote_code: bool = False):
+    """Merge a trained checkpoint with its start model (WiSE-FT) into ``output``; ``alpha="auto"`` chooses the
+    weight on ``dev`` (scored pairs, never a test split) and agreement on ``general_text`` (see
+    :mod:`embedtrain.soup.merge_start`). Returns the :class:`~embedtrain.soup.merge_start.MergeSelection`."""
+    from embedtrain.soup.merge_start import DEFAULT_GRID, merge_checkpoints
+
+    return merge_checkpoints(trained, start, output, alpha=alpha, dev=dev, general_text=general_text,
+                             grid=grid or DEFAULT_GRID, keep=keep, num_pairs=num_pairs, max_dev_pairs=max_dev_pairs,
+                             overwrite=overwrite, trust_remote_code=trust_remote_code)
+
+
 def soup(checkpoints: Sequence[str | Path], output: str | Path, *, method: str = "uniform",
          weights: Sequence[float] | None = None, held_out: str | Path | None = None, mteb_task: str | None = None,
          data_dir: str | Path | None = None, task_configs: Sequence[str | Path] = (), task: str | None = None,

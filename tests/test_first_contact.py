@@ -18,6 +18,7 @@ COMMANDS = {
     "eval": ["model"],
     "mine": ["--model", "m", "--input", "i.jsonl", "--output", "o.jsonl"],
     "soup": ["a", "b", "out"],
+    "merge-start": ["ckpt", "out", "--start", "m"],
     "export": ["ckpt", "out"],
     "export-task": ["ckpt", "out", "--task", "t"],
     "tasks": ["ckpt"],
@@ -27,7 +28,7 @@ COMMANDS = {
 #: What each command cannot run without (commands absent here have nothing required).
 MISSING = {
     "train": [], "validate": [], "mine": ["--model", "m"], "soup": [], "export": ["ckpt"],
-    "export-task": ["ckpt", "out"], "tasks": [], "push": ["ckpt"],
+    "export-task": ["ckpt", "out"], "tasks": [], "push": ["ckpt"], "merge-start": ["ckpt", "out"],
 }
 
 

@@ -1,4 +1,5 @@
-"""``embedtrain soup CKPT... OUT``: average checkpoints (uniform / weighted / greedy)."""
+"""``embedtrain soup CKPT... OUT``: average checkpoints (uniform / weighted / greedy); ``embedtrain merge-start``:
+merge a fine-tuned checkpoint with its start model (WiSE-FT)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ from rich.table import Table
 from embedtrain.cli.app import app, out
 
 
-def _weights(text: str | None) -> list[float] | None:
+def _weights(text: str | None, param_hint: str = "--weights") -> list[float] | None:
     if text is None:
         return None
     try:
         return [float(w) for w in text.split(",") if w.strip()]
     except ValueError:
         raise typer.BadParameter(f"expected comma-separated numbers such as 0.5,0.3,0.2, got '{text}'",
-                                 param_hint="--weights") from None
+                                 param_hint=param_hint) from None
 
 
 @app.command()
@@ -74,3 +75,34 @@ def soup(
     for name, scores in result.report.items():
         best = max(v for k, v in scores.items() if k != "soup")
         out.print(f"soup: {scores['soup']:.2f} on {name} (held out from selection; best single checkpoint {best:.2f})")
+
+
+@app.command("merge-start")
+def merge_start(
+    trained: Path = typer.Argument(..., help="The fine-tuned checkpoint (alpha = 1)."),
+    output: Path = typer.Argument(..., help="Folder for the merged model."),
+    start: str = typer.Option(..., "--start", help="The model it was fine-tuned from (folder or packaged name)."),
+    alpha: str = typer.Option("auto", "--alpha", help="Weight of the trained model in (0, 1], or 'auto'."),
+    dev: Path | None = typer.Option(None, "--dev", help="The target's dev split (scored pairs) for --alpha auto; "
+                                                        "never a test split."),
+    general_text: Path | None = typer.Option(None, "--general-text",
+                                             help="Unlabeled sentences for the agreement signal (default: bundled)."),
+    grid: str | None = typer.Option(None, "--grid", help="Candidate weights for auto, e.g. 0.3,0.4,0.5,0.7,1.0"),
+    keep: float = typer.Option(0.9, "--keep", min=0.01, max=1.0, help="Share of the best dev gain to keep."),
+    max_dev_pairs: int | None = typer.Option(None, "--max-dev-pairs", min=3, help="Use the first N dev pairs."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it already holds files."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
+                                           help="Allow the checkpoint folders to run their own code."),
+) -> None:
+    """Merge TRAINED with its start model (WiSE-FT) into OUTPUT, the weight chosen on dev data (docs/generalization.md)."""
+    from embedtrain import api
+
+    try:
+        weight: float | str = alpha if alpha == "auto" else float(alpha)
+    except ValueError:
+        raise typer.BadParameter(f"expected a number in (0, 1] or 'auto', got '{alpha}'", param_hint="--alpha") from None
+    selection = api.merge_start(trained, start, output, alpha=weight, dev=dev, general_text=general_text,
+                                grid=_weights(grid, "--grid"), keep=keep, max_dev_pairs=max_dev_pairs, overwrite=overwrite,
+                                trust_remote_code=trust_remote_code)
+    out.print(selection.table(), highlight=False)
+    out.print(f"merged at alpha {selection.alpha:g} ({selection.reason}) -> {output}", highlight=False)

@@ -43,6 +43,19 @@ def train(
     if pair_losses:
         losses = ", ".join(f"({layer},{dim}) {value:.3f}" for (layer, dim), value in pair_losses.items())
         out.print(f"SMAE mean MLM loss per (layers, dims): {losses}")
+    merge = result.details.get("merge_with_start")
+    if merge is not None:
+        table = Table(title=f"merge_with_start: alpha {merge.alpha:g} ({merge.mode}; dev = cosine Spearman, agreement "
+                            "= with the start model on general text)")
+        for col in ("alpha", "dev", "agreement", ""):
+            table.add_column(col, justify="right")
+        rows = [(0.0, merge.start_dev, 100.0)] if merge.start_dev is not None else []
+        rows += [(c.alpha, c.dev, c.agreement) for c in merge.candidates]
+        for alpha, dev, agreement in rows:
+            table.add_row(f"{alpha:g}", "-" if dev is None else f"{dev:.2f}",
+                          "-" if agreement is None else f"{agreement:.2f}", "kept" if alpha == merge.alpha else "")
+        out.print(table)
+        out.print(merge.reason, highlight=False)
     report = result.details.get("generalization")
     if report is not None and report.changes:
         table = Table(title="generalization: every available local task, before -> after")

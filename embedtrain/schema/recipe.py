@@ -41,6 +41,7 @@ from embedtrain.schema.evaluation import EvalConfig, GeneralizationConfig
 from embedtrain.schema.instructions import InstructionsConfig
 from embedtrain.schema.distill import DistillConfig
 from embedtrain.schema.loss import LossConfig
+from embedtrain.schema.merge import MergeWithStartConfig
 from embedtrain.schema.model import ModelConfig
 from embedtrain.schema.smae import SmaeConfig
 from embedtrain.schema.speed import SpeedConfig
@@ -124,6 +125,8 @@ class ContrastiveRecipe(RecipeBase):
     sampling_temperature: float | None = Field(default=None, gt=0)
     #: Throughput settings (precision, bucketing...): how fast training computes, never what it learns.
     speed: SpeedConfig = Field(default_factory=SpeedConfig)
+    #: WiSE-FT after training: the saved model is a merge with the start model (embedtrain.soup.merge_start).
+    merge_with_start: MergeWithStartConfig | None = None
 
     @field_validator("datasets")
     @classmethod
@@ -150,6 +153,10 @@ class ContrastiveRecipe(RecipeBase):
         from embedtrain.schema.mixing import check_mixing
 
         check_mixing(self)
+        if self.merge_with_start is not None:
+            from embedtrain.schema.merge import check_merge_section
+
+            check_merge_section(self)
         explicit = [k for k in ("bf16", "fp16") if str(self.training.get(k)).lower() in ("true", "1")]
         if explicit and self.speed.precision == "fp32":
             raise self.error(f"speed.precision is fp32 but training.{explicit[0]} is true; set one of them",

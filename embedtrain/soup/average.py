@@ -18,7 +18,7 @@ ingredients' effective weights, which is what souping means.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -40,18 +40,28 @@ def normalise_weights(weights: Sequence[float] | None, n: int) -> list[float]:
     return [float(w) / total for w in weights]
 
 
-def average_weights(ingredients: Sequence[Ingredient], weights: Sequence[float]) -> dict[str, torch.Tensor]:
-    """Weighted average of the (non-LoRA) state dicts; computed in float32 and cast back."""
+def weighted_state_dict(states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]) -> dict[str, torch.Tensor]:
+    """``sum_i w_i * states[i]`` key by key, computed in float32 and cast back to each tensor's dtype.
+
+    Non-float tensors (integer buffers) are taken from the first state dict: callers check first that they are
+    equal everywhere (:func:`embedtrain.soup.ingredients.parameter_difference`). The weights are used as given
+    (a soup normalises them first; a merge with the start model passes ``1 - alpha, alpha``).
+    """
     out = {}
-    for key, first in ingredients[0].weights.items():
+    for key, first in states[0].items():
         if not first.is_floating_point():
-            out[key] = first.clone()
+            out[key] = first.detach().clone()
             continue
-        acc = torch.zeros_like(first, dtype=torch.float32)
-        for ing, w in zip(ingredients, weights):
-            acc.add_(ing.weights[key].to(torch.float32), alpha=w)
+        acc = torch.zeros_like(first, dtype=torch.float32, device="cpu")
+        for state, w in zip(states, weights):
+            acc.add_(state[key].detach().to("cpu", torch.float32), alpha=float(w))
         out[key] = acc.to(first.dtype)
     return out
+
+
+def average_weights(ingredients: Sequence[Ingredient], weights: Sequence[float]) -> dict[str, torch.Tensor]:
+    """Weighted average of the (non-LoRA) state dicts; computed in float32 and cast back."""
+    return weighted_state_dict([ing.weights for ing in ingredients], weights)
 
 
 def average_adapter(parts: Sequence[AdapterWeights], weights: Sequence[float]) -> AdapterWeights:

@@ -99,6 +99,22 @@ def _fail(other: Ingredient, ref: Ingredient, what: str, detail: str, file: str 
                            file=other.path / file if file else other.path, field=what)
 
 
+def parameter_difference(ref: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) -> str | None:
+    """The first way ``other``'s weights cannot be averaged with ``ref``'s (a parameter only in one, another shape or
+    dtype, an integer buffer with other values), said from ``other``'s side; None when they fit."""
+    for key in sorted(ref.keys() | other.keys()):
+        if key not in other or key not in ref:
+            return f"'{key}' {'missing here' if key not in other else 'only here'}"
+        x, y = ref[key], other[key]
+        if x.shape != y.shape:
+            return f"'{key}' has shape {tuple(y.shape)} here vs {tuple(x.shape)}"
+        if x.dtype != y.dtype:
+            return f"'{key}' has dtype {y.dtype} here vs {x.dtype}"
+        if not x.is_floating_point() and not torch.equal(x.cpu(), y.cpu()):
+            return f"non-float tensor '{key}' has different values"
+    return None
+
+
 def check_compatible(ref: Ingredient, other: Ingredient) -> None:
     """Raise :class:`CheckpointError` naming ``other`` and the first thing that differs from ``ref``."""
     from embedtrain.adapters.module import task_module
@@ -147,17 +163,9 @@ def check_compatible(ref: Ingredient, other: Ingredient) -> None:
         if diff:
             raise _fail(other, ref, "task table", diff, "task_adapters.json")
 
-    for key in ref.weights.keys() | other.weights.keys():
-        if key not in other.weights or key not in ref.weights:
-            where = "missing here" if key not in other.weights else "only here"
-            raise _fail(other, ref, "parameter", f"'{key}' {where}")
-        x, y = ref.weights[key], other.weights[key]
-        if x.shape != y.shape:
-            raise _fail(other, ref, "parameter", f"'{key}' has shape {tuple(y.shape)} here vs {tuple(x.shape)}")
-        if x.dtype != y.dtype:
-            raise _fail(other, ref, "parameter", f"'{key}' has dtype {y.dtype} here vs {x.dtype}")
-        if not x.is_floating_point() and not torch.equal(x, y):
-            raise _fail(other, ref, "parameter", f"non-float tensor '{key}' has different values")
+    diff = parameter_difference(ref.weights, other.weights)
+    if diff:
+        raise _fail(other, ref, "parameter", diff)
 
     for name, adapter in ref.adapters.items():
         mine = other.adapters[name]

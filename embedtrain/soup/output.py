@@ -31,8 +31,9 @@ def _is_weight_file(rel: Path) -> bool:
     return rel.parts[:1] == ("adapters",) and name == "adapter_config.json"
 
 
-def write_soup(model, first: Path, out: Path, info: dict[str, Any]) -> Path:
-    """Save ``model`` to ``out`` (atomically) with ``first``'s configuration files and ``info`` as ``soup.json``.
+def write_soup(model, first: Path, out: Path, info: dict[str, Any], *, record: str = SOUP_FILE) -> Path:
+    """Save ``model`` to ``out`` (atomically) with ``first``'s configuration files and ``info`` as ``record``
+    (``soup.json``).
 
     ``out`` was checked (:func:`embedtrain.io.checkpoints.check_new_dir`) before the ingredients were read; an
     existing folder is replaced only once the new soup is complete.
@@ -51,6 +52,6 @@ def write_soup(model, first: Path, out: Path, info: dict[str, Any]) -> Path:
                 target = Path(folder) / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(chosen, target)
-        (Path(folder) / SOUP_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        (Path(folder) / record).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 
     return atomic_save(write, out)

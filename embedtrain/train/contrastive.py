@@ -27,6 +27,7 @@ from embedtrain.mining.attach import attach_dynamic_mining, build_miners, record
 from embedtrain.models.resolve import load_model
 from embedtrain.schema import ContrastiveRecipe
 from embedtrain.train.args import ST_TRAINING_DEFAULTS
+from embedtrain.train.merge import check_merge_engine, merge_after_training, plan_merge
 from embedtrain.train.mixing import mixing_extras
 from embedtrain.train.prepare import PreparedDataset, checkpoint_prompts, prepare_contrastive, row_count
 from embedtrain.train.runner import TrainingMode
@@ -92,6 +93,8 @@ class ContrastiveMode(TrainingMode):
         self.similarity = model_similarity(self.model_path)
         check_best_metric(self.recipe, self.recipe.evaluators, self.similarity)
         self.mixing, self.mixture = mixing_extras(self.recipe, self.prepared, ST_TRAINING_DEFAULTS["batch_sampler"])
+        self.merge_plan = plan_merge(self.recipe)
+        self.merge_selection = None
 
     def training_extras(self) -> dict[str, Any]:
         extras: dict[str, Any] = {"multi_dataset_batch_sampler": self.recipe.multi_dataset_sampler, **self.mixing}
@@ -119,13 +122,10 @@ class ContrastiveMode(TrainingMode):
         """The recipe's (single) dataset is read while training (``streaming: true``)."""
         return any(getattr(p.config, "streaming", False) for p in self.prepared)
 
-    def describe(self) -> list[str]:
-        return [*(f"{p.config.name}: {row_count(p.dataset)}, columns {p.dataset.column_names}, loss {p.loss.name}"
-                  for p in self.prepared), describe_speed(self.recipe)]
-
     def build_trainer(self, args, callbacks: list[TrainerCallback], resume_from: Path | None):
         from sentence_transformers import SentenceTransformerTrainer
 
+        check_merge_engine(self.recipe)
         model = load_start_model(self.recipe, self)
         model.prompts = {**(model.prompts or {}), **checkpoint_prompts(self.recipe)}
         prepare_model(model, self.recipe.speed)  # before mining wraps the forward: it records merged outputs
@@ -148,3 +148,30 @@ class ContrastiveMode(TrainingMode):
 
     def quick_scores(self, model) -> dict[str, float]:
         return run_evaluators(self.evaluators, model) if self.evaluators else {}
+
+    def after_train(self, trainer) -> None:
+        """Merge a ``model.lora`` adapter; then, with ``merge_with_start``, merge the weights with the start model's
+        (main process only: the other processes save nothing)."""
+        super().after_train(trainer)
+        if self.merge_plan is not None and trainer.is_world_process_zero():
+            with self.as_saved(trainer.model):  # dev and agreement at the length the model is saved with
+                self.merge_selection = merge_after_training(self.recipe, self.merge_plan, trainer.model,
+                                                            load_start_model(self.recipe))
+
+    def details(self, trainer) -> dict[str, Any]:
+        return {"merge_with_start": self.merge_selection} if self.merge_selection is not None else {}
+
+    def record_extras(self) -> dict[str, Any]:
+        if self.merge_selection is None:
+            return {}
+        return {"merge_with_start": {**self.merge_selection.to_json(), "table": self.merge_selection.table()}}
+
+    def describe(self) -> list[str]:
+        lines = [*(f"{p.config.name}: {row_count(p.dataset)}, columns {p.dataset.column_names}, loss {p.loss.name}"
+                   for p in self.prepared), describe_speed(self.recipe)]
+        config = self.recipe.merge_with_start
+        if config is not None:
+            lines.append(f"merge_with_start: alpha {config.alpha}"
+                         + (f" from {sorted(config.grid)} on {config.dev}" if config.alpha == "auto" else "")
+                         + f", {len(self.merge_plan.sentences)} general sentences")
+        return lines

@@ -167,7 +167,7 @@ def data_provenance(recipe, prepared: list | None) -> list[dict[str, Any]]:
 
 def write_run_record(folder: str | Path, *, recipe, trainer, collector: StepCollector | None, prepared: list | None,
                      mixture=None, evaluators: dict[str, Any] | None = None, mining_rounds: list | None = None,
-                     main_metrics: list[str] | None = None) -> dict[str, Any]:
+                     main_metrics: list[str] | None = None, extras: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``training_curves.png`` and ``embedtrain_run.json`` into ``folder`` (the final model's folder)."""
     from embedtrain.hub.public import public_name
     from embedtrain.models.inspect import saved_max_seq_length
@@ -199,6 +199,7 @@ def write_run_record(folder: str | Path, *, recipe, trainer, collector: StepColl
         record["mining_rounds"] = mining_rounds
     if series:
         record["series"] = {k: [[s, v] for s, v in points] for k, points in series.items()}
+    record.update(extras or {})
     record["log_history"] = history
     (folder / RUN_FILE).write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8")
     return record

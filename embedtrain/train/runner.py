@@ -185,6 +185,10 @@ class TrainingMode:
         """Evaluator name -> its main metric key (what the curves plot and the card reports)."""
         return {}
 
+    def record_extras(self) -> dict[str, Any]:
+        """Extra entries of the run record (``embedtrain_run.json``), e.g. the merge with the start model."""
+        return {}
+
 
 def student_shape(recipe: Recipe, shape: tuple[int, int] | None) -> tuple[int, int] | None:
     """The start model's ``(layers, dim)`` after the recipe's ``model.keep_layers`` (checked against its depth)."""
@@ -238,7 +242,8 @@ def record_run(mode: TrainingMode, trainer, collector, folder: str, before: dict
     try:
         write_run_record(folder, recipe=mode.recipe, trainer=trainer, collector=collector,
                          prepared=getattr(mode, "prepared", None), mixture=getattr(mode, "mixture", None),
-                         evaluators=evaluators, mining_rounds=rounds, main_metrics=list(mains.values()))
+                         evaluators=evaluators, mining_rounds=rounds, main_metrics=list(mains.values()),
+                         extras=mode.record_extras())
     except Exception as exc:  # the model is saved either way; the record is a convenience
         logger.warning("could not write the run record (curves, embedtrain_run.json): %s: %s",
                        type(exc).__name__, exc)
