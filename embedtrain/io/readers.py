@@ -64,6 +64,17 @@ def infer_file_type(path: Path) -> str:
     return file_type
 
 
+def parse_json_object(line: str, path: Path, lineno: int) -> dict[str, Any]:
+    """One JSON Lines line as an object; a malformed line or a non-object is a located DataError."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"malformed JSON: {exc.msg} (column {exc.colno})", file=path, line=lineno) from None
+    if not isinstance(row, dict):
+        raise DataError(f"each line must be a JSON object, got {type(row).__name__}", file=path, line=lineno)
+    return row
+
+
 def _decode_line(raw: bytes, path: Path, lineno: int, offset: int) -> str:
     """One line of a text file as UTF-8 (a BOM on the first line is dropped); else a located error."""
     try:
@@ -82,13 +93,7 @@ def _read_jsonl(path: Path, limit: int | None) -> Records:
             offset += len(raw)
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"malformed JSON: {exc.msg} (column {exc.colno})", file=path, line=lineno) from None
-            if not isinstance(row, dict):
-                raise DataError(f"each line must be a JSON object, got {type(row).__name__}", file=path, line=lineno)
-            rows.append(row)
+            rows.append(parse_json_object(line, path, lineno))
             positions.append(lineno)
             if limit is not None and len(rows) >= limit:
                 break

@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 import pyarrow as pa
 
 from embedtrain.errors import DataError
-from embedtrain.io.readers import _decode_line, _read_json, infer_file_type
+from embedtrain.io.readers import _decode_line, _read_json, infer_file_type, parse_json_object
 from embedtrain.io.text import read_text_utf8
 
 #: Rows per record batch on the reference path and for parquet / saved datasets.
@@ -137,7 +136,7 @@ class JsonlSource(Source):
                 if not line.strip():
                     continue
                 count += 1
-                yield lineno, _parse_object(line, self.path, lineno)
+                yield lineno, parse_json_object(line, self.path, lineno)
 
     def locate(self, index: int) -> tuple[int, dict[str, Any]]:
         count = -1
@@ -147,18 +146,10 @@ class JsonlSource(Source):
                     count += 1
                     if count == index:
                         line = _decode_line(raw, self.path, lineno, 0)
-                        return lineno, _parse_object(line, self.path, lineno)
+                        return lineno, parse_json_object(line, self.path, lineno)
         raise IndexError(index)
 
 
-def _parse_object(line: str, path: Path, lineno: int) -> dict[str, Any]:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"malformed JSON: {exc.msg} (column {exc.colno})", file=path, line=lineno) from None
-    if not isinstance(row, dict):
-        raise DataError(f"each line must be a JSON object, got {type(row).__name__}", file=path, line=lineno)
-    return row
 
 
 class JsonSource(Source):
