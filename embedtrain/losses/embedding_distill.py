@@ -64,11 +64,19 @@ def check_prefix_dims(ctx: LossContext, params: dict) -> None:
         checked_choices(ctx, "matryoshka_dims", params["matryoshka_dims"], ctx.model_shape[1], "matryoshka_dims")
 
 
-def similarity_matrix_loss(student: Tensor, teacher: Tensor) -> Tensor:
-    """``mean((S S^T - T T^T)^2)`` over the full ``N x N`` matrix of L2-normalised rows."""
-    s = F.normalize(student, dim=-1)
-    t = F.normalize(teacher.to(s.dtype), dim=-1)
-    return F.mse_loss(s @ s.T, t @ t.T)
+def similarity_matrix_loss(student: Tensor, teacher: Tensor, keep: Tensor | None = None) -> Tensor:
+    """``mean((S S^T - T T^T)^2)`` over the full ``N x N`` matrix of L2-normalised rows, or over the entries
+    where the boolean ``keep`` is True (0 when none is). Computed in float32 (bf16 cosines are too coarse for a
+    squared difference of similarities), returned in the student's dtype."""
+    s = F.normalize(student.float(), dim=-1)
+    t = F.normalize(teacher.float(), dim=-1)
+    if keep is None:
+        loss = F.mse_loss(s @ s.T, t @ t.T)
+    elif not keep.any():
+        loss = s.sum() * 0.0
+    else:
+        loss = (s @ s.T - t @ t.T)[keep].pow(2).mean()
+    return loss.to(student.dtype)
 
 
 def relative_ranking_loss(student: Tensor, teacher: Tensor, margin: float = 0.015,

@@ -72,19 +72,12 @@ def trained_pair_mask(rows: int, columns: int, device=None) -> Tensor:
     return keep
 
 
-def untrained_similarity_loss(student: Tensor, teacher: Tensor, rows: int | None) -> Tensor:
-    """Mean squared difference of the student's and teacher's cosine similarities over the pairs of texts the
-    inner loss does not train (:func:`trained_pair_mask`); ``student``/``teacher`` hold the columns in turn."""
-    n = student.size(0)
+def untrained_pairs(n: int, rows: int | None, device=None) -> Tensor:
+    """:func:`trained_pair_mask` for ``n`` recorded embeddings holding the columns in turn, ``rows`` each."""
     if not rows or n % rows:
         raise ValueError(f"exclude_trained_pairs: {n} recorded embeddings are not whole columns of {rows} rows "
                          "(the inner loss embeds texts other than its columns); set exclude_trained_pairs: false")
-    s = torch.nn.functional.normalize(student.float(), dim=-1)
-    t = torch.nn.functional.normalize(teacher.float(), dim=-1)
-    keep = trained_pair_mask(rows, n // rows, device=s.device)
-    if not keep.any():
-        return s.sum() * 0.0
-    return (s @ s.T - t @ t.T)[keep].pow(2).mean().to(student.dtype)
+    return trained_pair_mask(rows, n // rows, device=device)
 
 
 @register_loss("self_distill", formats=ANY_FORMAT, wraps_inner=True,
@@ -251,10 +244,8 @@ class SelfDistillLoss(nn.Module):
         if self.cosine_weight > 0:
             reg = reg + self.cosine_weight * (1 - nn.functional.cosine_similarity(student, target, dim=-1)).mean()
         if self.similarity_weight > 0:
-            if self.exclude_trained_pairs:
-                reg = reg + self.similarity_weight * untrained_similarity_loss(student, target, rows)
-            else:
-                reg = reg + self.similarity_weight * similarity_matrix_loss(student, target)
+            keep = untrained_pairs(student.size(0), rows, student.device) if self.exclude_trained_pairs else None
+            reg = reg + self.similarity_weight * similarity_matrix_loss(student, target, keep)
         if self.ranking_weight > 0:
             reg = reg + self.ranking_weight * relative_ranking_loss(student, target, self.ranking_margin)
         return reg

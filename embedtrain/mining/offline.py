@@ -252,24 +252,22 @@ def mine(config: OfflineMiningConfig, *, model=None, rescorer: Rescorer | None =
     try:
         precision = choose_precision(config.precision, str(getattr(model, "device", "cpu")))
         model_key = (model_fingerprint(_resolved_model(config)), config.max_seq_length, precision.name)
-        t = time.perf_counter()
-        corpus_key = fingerprint(*model_key, "document", config.passage_prompt, hashes=layout.corpus_hashes)
-        corpus_file = work / f"corpus-{corpus_key}.f32"
-        with stages.stage("encoding corpus", layout.corpus_size) as advance:
-            corpus_emb, reused_c = encode_to_file(model, texts.corpus_range, layout.corpus_size, corpus_file,
-                                                  kind="document", prompt=config.passage_prompt,
-                                                  batch_size=config.batch_size, collective=collective,
-                                                  advance=advance, precision=precision)
-        stats.encode_corpus_s = time.perf_counter() - t
-        t = time.perf_counter()
-        query_key = fingerprint(*model_key, "query", config.query_prompt, hashes=layout.query_hashes)
-        query_file = work / f"queries-{query_key}.f32"
-        with stages.stage("encoding queries", layout.num_queries) as advance:
-            query_emb, reused_q = encode_to_file(model, texts.queries_range, layout.num_queries, query_file,
-                                                 kind="query", prompt=config.query_prompt,
-                                                 batch_size=config.batch_size, collective=collective,
-                                                 advance=advance, precision=precision)
-        stats.encode_queries_s = time.perf_counter() - t
+
+        def encode(side: str, kind: str, prompt: str | None, hashes, n: int, texts_range):
+            """Embeddings of one side (corpus or queries), memory-mapped, reused when the key matches."""
+            path = work / f"{side}-{fingerprint(*model_key, kind, prompt, hashes=hashes)}.f32"
+            t = time.perf_counter()
+            with stages.stage(f"encoding {side}", n) as advance:
+                emb, reused = encode_to_file(model, texts_range, n, path, kind=kind, prompt=prompt,
+                                             batch_size=config.batch_size, collective=collective,
+                                             advance=advance, precision=precision)
+            return emb, reused, path, time.perf_counter() - t
+
+        corpus_emb, reused_c, corpus_file, stats.encode_corpus_s = encode(
+            "corpus", "document", config.passage_prompt, layout.corpus_hashes, layout.corpus_size,
+            texts.corpus_range)
+        query_emb, reused_q, _, stats.encode_queries_s = encode(
+            "queries", "query", config.query_prompt, layout.query_hashes, layout.num_queries, texts.queries_range)
         stats.embeddings_reused = bool(reused_c and reused_q)
 
         searcher = _Searcher(config, corpus_emb, work / f"{corpus_file.stem}", collective, stats)
