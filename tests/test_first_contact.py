@@ -313,13 +313,29 @@ def test_wheel_install_has_its_package_data(tmp_path, repo_root):
     assert speed["text"]
 
 
+def test_installer_and_build_backend_are_pinned_too(repo_root):
+    """pip and the editable build's setuptools/wheel are versions CI ran, not whatever is newest on the day:
+    constraints.txt pins pip (installed by the first README command, and .ci/run upgrades nothing unpinned),
+    and pyproject's build-system names exactly the setuptools/wheel pinned there (pip's -c does not reach the
+    isolated build environment)."""
+    import re
+    import tomllib
+
+    pins = dict(re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)$", (repo_root / "constraints.txt").read_text(), re.M))
+    assert "pip" in pins
+    build = tomllib.loads((repo_root / "pyproject.toml").read_text())["build-system"]["requires"]
+    assert sorted(build) == sorted(f"{name}=={pins[name]}" for name in ("setuptools", "wheel"))
+    ci = (repo_root / ".ci" / "run").read_text(encoding="utf-8")
+    assert "--upgrade" not in ci and " -U " not in ci
+
+
 def test_ci_installs_and_tests_exactly_as_the_readme_says(repo_root):
     import re
 
     readme = (repo_root / "README.md").read_text(encoding="utf-8")
     ci = (repo_root / ".ci" / "run").read_text(encoding="utf-8")
     install = re.findall(r"pip install (-c constraints\.txt [^&\n]+?)\s*(?:&&|\n)", readme.split("**2.")[0])
-    assert install == ["-c constraints.txt torch==2.13.0", '-c constraints.txt -e ".[dev,llm]"']
+    assert install == ["-c constraints.txt pip torch==2.13.0", '-c constraints.txt -e ".[dev,llm]"']
     for args in install:
         assert re.search(rf"pip install --quiet {re.escape(args)}\n", ci), args
     test_command = re.search(r"\*\*2\. Run the tests:\*\*\s*```bash\s*(.+?)\s*```", readme, re.S).group(1)
