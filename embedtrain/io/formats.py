@@ -127,14 +127,7 @@ def row_score(records: Records, i: int, column: str) -> float:
     row = records.rows[i]
     if column not in row:
         raise records.error(i, column, f"missing column '{column}' (columns here: {sorted(row)})")
-    value = row[column]
-    try:
-        score = float(value)
-    except (TypeError, ValueError):
-        raise records.error(i, column, f"score must be a number, got {value!r}") from None
-    if not math.isfinite(score):
-        raise records.error(i, column, f"score must be finite, got {value!r}")
-    return score
+    return _finite(records, i, column, row[column])
 
 
 def row_negatives(records: Records, i: int, column: str | None) -> list[str]:
@@ -244,6 +237,7 @@ SCORE_ROLES = ("positive_score", "scores")
 
 
 def _finite(records: Records, i: int, field: str, value) -> float:
+    """``value`` (a number or numeric string) of row ``i``'s ``field`` as a finite float, else a located error."""
     try:
         score = float(value)
     except (TypeError, ValueError):
