@@ -339,7 +339,7 @@ def test_initial_scores_can_come_from_the_mined_file(tiny_model_dir, tmp_path):
 def _gloo_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     import torch.distributed as dist
 
-    from embedtrain.mining.collective import current_collective
+    from embedtrain.mining.collective import close_collective, current_collective
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
@@ -350,10 +350,14 @@ def _gloo_worker(rank: int, world: int, port: int, out_dir: str) -> None:
         table.record([rank, rank + 2, 7])
         scores.scores.update({r: (0.1 if r in (2, 7) else 0.6) for r in range(8)})
         miner.run_round(None, step=5)
+        kind = type(current_collective()).__name__
+        close_collective()  # what the CLI does after a command: every rank waits, then the group is gone
+        closed = not dist.is_initialized()
         np.savez(f"{out_dir}/rank{rank}.npz", ids=table.current_ids, scored=np.array(scores.scored[1]),
-                 kind=np.array(type(current_collective()).__name__))
+                 kind=np.array(kind), closed=np.array(closed))
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def test_two_real_processes_hold_the_same_table_after_a_round(tmp_path):
@@ -367,6 +371,7 @@ def test_two_real_processes_hold_the_same_table_after_a_round(tmp_path):
     mp.spawn(_gloo_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
     r0, r1 = np.load(tmp_path / "rank0.npz"), np.load(tmp_path / "rank1.npz")
     assert str(r0["kind"]) == "TorchCollective"
+    assert bool(r0["closed"]) and bool(r1["closed"])
     assert (r0["ids"] == r1["ids"]).all()
     table = make_table(rows=8)
     changed = [r for r in range(8) if (r0["ids"][r] != table.current_ids[r]).any()]

@@ -59,9 +59,19 @@ def run_app(argv: list[str] | None = None) -> None:
     :class:`EmbedtrainError` (a bad recipe, data row, checkpoint...) is one red line, also exit code 2."""
     try:
         app(args=argv, prog_name="embedtrain", standalone_mode=True)
+        _close_process_group()
     except EmbedtrainError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except SystemExit as exc:  # click ends every standalone run with sys.exit; success returns normally
         if exc.code not in (0, None):
             raise
+        _close_process_group()
+
+
+def _close_process_group() -> None:
+    """After a successful command under ``accelerate launch``: end the process group on every rank."""
+    if "torch.distributed" in sys.modules:  # nothing to close (and nothing to import) otherwise
+        from embedtrain.train.distributed import close_collective
+
+        close_collective()

@@ -100,6 +100,20 @@ def init_collective() -> Collective:
     return current_collective()
 
 
+def close_collective() -> None:
+    """End the process group cleanly once every rank is done (no-op for one process).
+
+    A process that exits with its gloo/NCCL group still open can abort in the group's background threads
+    ("terminate called without an active exception") after the work has finished, turning a good run into
+    a failed launch; waiting for every rank and destroying the group first avoids that.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 @contextlib.contextmanager
 def main_process_first() -> Iterator[None]:
     """Run the block on each machine's main process first, then on the other ranks (no-op for one process).
