@@ -4,7 +4,9 @@ all-MiniLM-L6-v2 fine-tuned on STS Benchmark train (the quickstart: CoSENT, 1 ep
 settings, each one recipe (docs/generalization.md):
 
 * ``plain``: CoSENT alone (what forgets);
-* ``merge_auto``: plain + ``merge_with_start: {alpha: auto, dev: examples/data/stsb/dev.jsonl}``;
+* ``merge_auto``: the plain run merged with its start model, the weight chosen automatically on STSb **dev** and
+  agreement on general text (``embedtrain.api.merge_start``, the function the recipe's
+  ``merge_with_start: {alpha: auto, dev: ...}`` calls after training: the same training is not run twice);
 * ``self_distill``: the quickstart's loss (``self_distill`` weight 300, similarity term, trained pairs excluded);
 * ``lora``: plain + ``model.lora`` (r 16, merged at save), lr 2e-4;
 * ``mixing``: plain + general pairs scored by the start model (``data_prep/general_pairs.py``) as a second dataset,
@@ -13,25 +15,26 @@ settings, each one recipe (docs/generalization.md):
 plus the WiSE-FT curve: the plain run merged with the start model at fixed alphas. Every model is scored on every
 local STS task (offline MTEB harness); STSBenchmark is the target, the others were not trained on.
 
-Run (heavy: about 5-10 CPU-minutes per training and 1.5 per evaluation on 2 cores; each step skips what is done)::
+Run (heavy: about 5-10 CPU-minutes per training and 1.5 per evaluation on 2 cores; each step skips what is done;
+``--full-tasks`` adds Banking77 and SciFact for every model, about 8-10 CPU-minutes more per model)::
 
     python examples/generalization_experiment.py --workdir runs/generalization --data-dir /work/shared/data \\
         --seeds 42,43,44 --settings plain,merge_auto,self_distill,lora,mixing --curve 0.1,0.3,0.5,0.7,0.9 \\
-        --results runs/generalization/results.json --plot docs/img/generalization_tradeoff.png
+        --full-tasks --results runs/generalization/results.json --plot docs/img/generalization_tradeoff.png
 
 Plot only, from collected results (the committed ones: docs/data/generalization_results.json)::
 
     python examples/generalization_experiment.py --plot-only docs/data/generalization_results.json \\
         --plot docs/img/generalization_tradeoff.png
 
-The results file: ``start`` (scores), ``settings.<name>.runs`` (one entry per seed: ``scores`` per task, and for
-``merge_auto`` the chosen ``alpha``), ``merge_curve`` (``points``: alpha -> scores, per seed).
+The results file: ``start`` (scores), ``settings.<name>.runs`` (one entry per seed: ``scores`` per STS task,
+``full_scores`` for Banking77 / SciFact with ``--full-tasks``, and for ``merge_auto`` the chosen ``alpha``),
+``merge_curves`` (``points``: alpha -> scores, per seed).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import os
@@ -50,6 +53,8 @@ REPO = Path(__file__).resolve().parents[1]
 START = "all-MiniLM-L6-v2"
 TASKS = ["STSBenchmark", "SICK-R", "STS12", "STS13", "STS14"]
 TARGET, NOT_TRAINED = TASKS[0], TASKS[1:]
+#: The other local task types (``--full-tasks``): where plain fine-tuning on STS forgets most.
+FULL_TASKS = ["Banking77Classification", "SciFact"]
 SETTINGS = {
     "plain": "full fine-tuning (CoSENT)",
     "merge_auto": "merge_with_start, alpha auto",
@@ -78,8 +83,6 @@ def setting_recipe(setting: str, seed: int, workdir: Path) -> dict:
     if setting == "self_distill":
         quickstart = yaml.safe_load((REPO / "recipes" / "quickstart.yaml").read_text(encoding="utf-8"))
         recipe["loss"] = quickstart["loss"]
-    elif setting == "merge_auto":
-        recipe["merge_with_start"] = {"alpha": "auto", "dev": str(REPO / "examples" / "data" / "stsb" / "dev.jsonl")}
     elif setting == "lora":
         recipe["model"]["lora"] = {"r": 16, "alpha": 32, "dropout": 0.05, "merge": True}
         recipe["training"]["learning_rate"] = 2.0e-4
@@ -106,12 +109,28 @@ def general_pairs(workdir: Path) -> Path:
 
 
 # --------------------------------------------------------------------------------------------- running
-def scores_of(model_dir: Path, data_dir: Path) -> dict[str, float]:
+def scores_of(model: Path | str, data_dir: Path, tasks: list[str] = TASKS, output: Path | None = None
+              ) -> dict[str, float]:
+    """Main scores x100 of ``tasks`` (offline MTEB harness), kept in ``output`` (default ``<model>/eval``) and
+    reused when the same weights were scored before."""
     from embedtrain import api
 
-    report = api.evaluate(model_dir, tasks=TASKS, data_dir=data_dir, output=model_dir / "eval", reuse=True,
+    report = api.evaluate(model, tasks=tasks, data_dir=data_dir, output=output or Path(model) / "eval", reuse=True,
                           show_progress=False)
-    return {t: round(report.summary.scores[t].value, 2) for t in TASKS}
+    return {t: round(report.summary.scores[t].value, 2) for t in tasks}
+
+
+def merged_with_start(seed: int, workdir: Path) -> tuple[Path, float]:
+    """The plain run of ``seed`` merged with the start model, alpha chosen on STSb dev + general agreement."""
+    from embedtrain import api
+
+    out = workdir / f"mergeauto_s{seed}"
+    record = out / "merge_start.json"
+    if not record.exists():
+        plain = train_setting("plain", seed, workdir)
+        api.merge_start(plain, START, out, alpha="auto", dev=REPO / "examples" / "data" / "stsb" / "dev.jsonl",
+                        overwrite=True)
+    return out, float(json.loads(record.read_text())["alpha"])
 
 
 def train_setting(setting: str, seed: int, workdir: Path) -> Path:
@@ -145,21 +164,25 @@ def merge_curve(plain_final: Path, alphas: list[float], data_dir: Path) -> list[
 def run(args) -> dict:
     workdir = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
-    from embedtrain import api
-
-    start_report = api.evaluate(START, tasks=TASKS, data_dir=args.data_dir, output=workdir / "start_eval",
-                                reuse=True, show_progress=False)
+    start_scores = scores_of(START, args.data_dir, output=workdir / "start_eval")
     results = {"description": "examples/generalization_experiment.py", "target": TARGET, "tasks": TASKS,
                "not_trained": NOT_TRAINED,
-               "start": {"scores": {t: round(start_report.summary.scores[t].value, 2) for t in TASKS}},
+               "start": {"scores": start_scores},
                "settings": {s: {"label": SETTINGS[s], "runs": []} for s in args.settings}, "merge_curves": []}
+    if args.full_tasks:
+        results["full_tasks"] = FULL_TASKS
+        results["start"]["full_scores"] = scores_of(START, args.data_dir, FULL_TASKS,
+                                                         workdir / "start_eval_full")
     for seed in args.seeds:
         for setting in args.settings:
-            final = train_setting(setting, seed, workdir)
-            entry = {"seed": seed, "scores": scores_of(final, args.data_dir)}
-            record = json.loads((final / "embedtrain_run.json").read_text())
-            if "merge_with_start" in record:
-                entry["alpha"] = record["merge_with_start"]["alpha"]
+            if setting == "merge_auto":
+                model, alpha = merged_with_start(seed, workdir)
+                entry = {"seed": seed, "alpha": alpha}
+            else:
+                model, entry = train_setting(setting, seed, workdir), {"seed": seed}
+            entry["scores"] = scores_of(model, args.data_dir)
+            if args.full_tasks:
+                entry["full_scores"] = scores_of(model, args.data_dir, FULL_TASKS, model / "eval_full")
             results["settings"][setting]["runs"].append(entry)
             logger.info("%s seed %d: %s", setting, seed, entry)
         if args.curve and "plain" in args.settings:
@@ -255,6 +278,19 @@ def table(results: dict) -> str:
             m, s = _mean_std(vals)
             cells.append(f"{m:.2f} ± {s:.2f} ({m - ref:+.2f})")
         rows.append(f"| {setting['label']} | {len(runs)} | " + " | ".join(cells) + " |")
+    full = results.get("full_tasks")
+    if full:  # the other task types, against the start model's published scores
+        start_full = results["start"]["full_scores"]
+        rows += ["", "| setting | n | " + " | ".join(full) + " |\n|---|---|" + "---|" * len(full),
+                 "| start model | - | " + " | ".join(f"{start_full[t]:.2f}" for t in full) + " |"]
+        for setting in results["settings"].values():
+            runs = [r for r in setting.get("runs") or [] if r.get("full_scores")]
+            if runs:
+                cells = []
+                for t in full:
+                    m, s = _mean_std([r["full_scores"][t] for r in runs])
+                    cells.append(f"{m:.2f} ± {s:.2f} ({m - start_full[t]:+.2f})")
+                rows.append(f"| {setting['label']} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -268,6 +304,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default="42,43,44")
     parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--curve", default="0.1,0.3,0.5,0.7,0.9", help="fixed merge weights for the curve ('' = none)")
+    parser.add_argument("--full-tasks", action="store_true",
+                        help="also score Banking77 and SciFact for every model (~8-10 CPU-minutes each)")
     parser.add_argument("--results", type=Path, default=None, help="default: WORKDIR/results.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
