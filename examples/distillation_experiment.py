@@ -23,7 +23,11 @@ Steps (each skips what is already done, so a killed run continues)::
     python examples/distillation_experiment.py part-b    --workdir runs/distill --data-dir /work/shared/data \\
         --scorer /path/to/all-mpnet-base-v2
     python examples/distillation_experiment.py selfdistill-cost --workdir runs/distill --data-dir /work/shared/data
+    python examples/distillation_experiment.py full-tasks --workdir runs/distill --data-dir /work/shared/data
     python examples/distillation_experiment.py report    --workdir runs/distill --data-dir /work/shared/data
+
+``full-tasks`` scores Banking77 and SciFact (the other local task types) for every model trained so far, the
+teacher and the untrained student (about 4-8 CPU-minutes per model; ``--labels`` picks some).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 logger = logging.getLogger("distill_experiment")
 TEACHER = "all-MiniLM-L6-v2"
 TASKS = ["STSBenchmark", "SICK-R", "STS12", "STS13", "STS14"]
+FULL_TASKS = ["Banking77Classification", "SciFact"]
 TASK_FILES = {"STSBenchmark": "stsb_test.json", "SICK-R": "sickr_test.json", "STS12": "STS12_test.json",
               "STS13": "STS13_test.json", "STS14": "STS14_test.json"}
 RUNS = {"a_distill": "A: embed_distill (unlabeled text)", "a_mnrl": "A: mnrl (STSb pairs)",
@@ -210,6 +215,37 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(rank(x), rank(y))[0, 1])
 
 
+def model_of(label: str, args) -> str:
+    """The model folder (or packaged name) of a report label."""
+    if label == "teacher":
+        return TEACHER
+    if label == "student_untrained":
+        return str(student_folder(args))
+    return str(args.workdir / "runs" / label / "final")
+
+
+def all_labels(args) -> list[str]:
+    return ["teacher", "student_untrained"] + [f"{r}_s{s}" for r in RUNS for s in args.seeds]
+
+
+def full_tasks(args) -> None:
+    """Banking77 and SciFact for every model that exists (results/<label>.full.json)."""
+    from embedtrain import api
+
+    for label in args.labels or all_labels(args):
+        out = args.workdir / "results" / f"{label}.full.json"
+        model = model_of(label, args)
+        if out.exists() or (label not in ("teacher", "student_untrained") and not Path(model).is_dir()):
+            continue
+        started = time.perf_counter()
+        report = api.evaluate(model, tasks=FULL_TASKS, data_dir=args.data_dir,
+                              output=args.workdir / "eval_full" / label, reuse=True, show_progress=False)
+        result = {"label": label, "scores": {t: report.summary.scores[t].value for t in FULL_TASKS},
+                  "eval_seconds": round(time.perf_counter() - started, 1)}
+        out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        logger.info("%s: %s", label, result)
+
+
 # ---------------------------------------------------------------------------------------------- baselines, speed
 def student_folder(args) -> Path:
     """The untrained 3-layer student (first 3 layers of the teacher), saved once."""
@@ -324,7 +360,7 @@ def report(args) -> None:
     from experiment_stats import mean_std
 
     data = {}
-    for label in ["teacher", "student_untrained"] + [f"{r}_s{s}" for r in RUNS for s in args.seeds]:
+    for label in all_labels(args):
         loaded = load(args, label)
         if loaded is not None:
             data[label] = loaded
@@ -355,6 +391,18 @@ def report(args) -> None:
                           + f" | {result['mean']:.2f} |")
     out = ["### STS, cosine Spearman x 100 (mean ± sample std over seeds)", "", *lines, "",
            "Every run:", "", *seed_lines, ""]
+    full = {label: json.loads(p.read_text()) for label in all_labels(args)
+            if (p := args.workdir / "results" / f"{label}.full.json").exists()}
+    if full:  # the other local task types, per model group
+        full_lines = ["| model | seeds | " + " | ".join(FULL_TASKS) + " |", "|---" * (len(FULL_TASKS) + 2) + "|"]
+        names = {"teacher": "teacher all-MiniLM-L6-v2 (6 layers)", "student_untrained": "student, untrained", **RUNS}
+        for group, name in names.items():
+            runs = [full[k] for k in full if k == group or k.rsplit("_s", 1)[0] == group]
+            if runs:
+                full_lines.append(f"| {name} | {len(runs)} | " + " | ".join(
+                    cell([r["scores"][t] for r in runs]) for t in FULL_TASKS) + " |")
+        out += ["### Banking77 (accuracy x 100) and SciFact (nDCG@10 x 100), mean ± sample std over seeds", "",
+                *full_lines, ""]
     comparisons = [("a_distill", "a_mnrl"), ("a_distill", "teacher"), ("a_mnrl", "teacher"),
                    ("a_distill", "student_untrained"), ("a_mnrl", "student_untrained"), ("b_margin_mse", "b_mnrl")]
     ci_lines = ["| comparison | " + " | ".join(TASKS) + " | STS mean |", "|---" * (len(TASKS) + 2) + "|"]
@@ -396,7 +444,8 @@ def report(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=["prepare", "baselines", "part-a", "part-b", "selfdistill-cost", "report"])
+    parser.add_argument("step", choices=["prepare", "baselines", "part-a", "part-b", "selfdistill-cost", "full-tasks",
+                                         "report"])
     parser.add_argument("--workdir", type=Path, default=Path("runs/distill"))
     parser.add_argument("--data-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--scorer", type=Path, help="all-mpnet-base-v2 folder (part B's teacher scorer)")
@@ -410,6 +459,7 @@ def main() -> None:
     parser.add_argument("--speed-rounds", type=int, default=3)
     parser.add_argument("--cost-steps", type=int, default=10)
     parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--labels", nargs="*", default=None, help="full-tasks: only these models (e.g. a_distill_s1)")
     args = parser.parse_args()
     args.workdir = args.workdir.resolve()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
@@ -426,6 +476,8 @@ def main() -> None:
                 train_run(run, seed, args)
     elif args.step == "selfdistill-cost":
         selfdistill_cost(args)
+    elif args.step == "full-tasks":
+        full_tasks(args)
     else:
         report(args)
 
