@@ -265,3 +265,12 @@ def environment():
     from embedtrain.env import environment as read_environment
 
     return read_environment()
+
+
+def end_processes() -> None:
+    """After the work of an ``accelerate launch`` / ``torchrun`` process: wait for every rank, then end the
+    process group (no-op for a single process). A process that exits with its group still open can abort at
+    interpreter exit after a good run; the CLI calls this after every successful command."""
+    from embedtrain.train.distributed import close_collective
+
+    close_collective()

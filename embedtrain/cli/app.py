@@ -72,6 +72,6 @@ def run_app(argv: list[str] | None = None) -> None:
 def _close_process_group() -> None:
     """After a successful command under ``accelerate launch``: end the process group on every rank."""
     if "torch.distributed" in sys.modules:  # nothing to close (and nothing to import) otherwise
-        from embedtrain.train.distributed import close_collective
+        from embedtrain import api
 
-        close_collective()
+        api.end_processes()

@@ -89,10 +89,10 @@ def gather(model_dir: str, out_file: str, loss_name: str, params: dict) -> None:
 
 
 if __name__ == "__main__":
-    from embedtrain.train.distributed import close_collective
+    from embedtrain import api
 
     if sys.argv[1] == "train":
         train(sys.argv[2], sys.argv[3])
     else:
         gather(sys.argv[2], sys.argv[3], sys.argv[4], json.loads(sys.argv[5]) if len(sys.argv) > 5 else {})
-    close_collective()  # as the CLI does: an open gloo group can abort the process at exit
+    api.end_processes()  # as the CLI does: an open gloo group can abort the process at exit
