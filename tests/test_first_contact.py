@@ -88,8 +88,10 @@ def recipe_dir(tmp_path, tiny_model_dir, monkeypatch):
     def no_model(*args, **kwargs):
         raise AssertionError("validate loaded a model")
 
-    monkeypatch.setattr("embedtrain.models.resolve.load_model", no_model)
+    # contrastive imports load_model by name: patch it first, so that a first import here binds the real
+    # function (and the teardown restores it), not the stub already in models.resolve
     monkeypatch.setattr("embedtrain.train.contrastive.load_model", no_model)
+    monkeypatch.setattr("embedtrain.models.resolve.load_model", no_model)
     tmp_path.joinpath("model_dir").write_text(str(tiny_model_dir))
     return tmp_path
 
