@@ -45,6 +45,22 @@ def test_fingerprint_covers_the_saved_length(tmp_path, tiny_model_dir):
     assert weights_fingerprint(at_128) != weights_fingerprint(tiny_model_dir)  # same weights, another model
 
 
+def test_results_written_inside_a_checkpoint_do_not_change_its_fingerprint(tmp_path, tiny_model_dir):
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    before = weights_fingerprint(model)
+    for folder in ("eval_full/results/embedtrain__model/abc", "eval/results", "merged_0.30"):
+        (model / folder).mkdir(parents=True)
+        (model / folder / "SciFact.json").write_text(json.dumps({"scores": {"test": [{"main_score": 0.6}]}}))
+    (model / "merged_0.30" / "model.safetensors").write_bytes(b"other weights")
+    assert weights_fingerprint(model) == before  # scoring (or a variant saved beside it) is not the model
+    modules = json.loads((model / "modules.json").read_text())
+    module_dirs = [m["path"] for m in modules if m.get("path")]
+    assert module_dirs  # the tiny model has a pooling module folder: its files are the model's
+    config = model / module_dirs[0] / "config.json"
+    config.write_text(config.read_text().replace("true", "false", 1) if "true" in config.read_text() else "{}")
+    assert weights_fingerprint(model) != before
+
+
 def test_compare_flags_different_encoding_settings():
     def summary(label, length, prompts):
         return EvalSummary(label, label, "f" * 12, {"SciFact": TaskScore("SciFact", "ndcg_at_10", 60.0)}, None,

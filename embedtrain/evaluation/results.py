@@ -42,14 +42,16 @@ def weights_fingerprint(model_dir: str | Path) -> str:
     (JSON: max_seq_length, prompts, pooling, tokenizer...), by relative path, size and bytes.
 
     The same weights saved with another ``max_seq_length`` or other prompts are another model and get another
-    fingerprint. Trainer state in a ``checkpoint-N`` folder (optimizer, scheduler, RNG states) and evaluation
-    results are not hashed.
+    fingerprint. Only the model's own files count: the folder's top-level files and, for a sentence-transformers
+    checkpoint, the module folders ``modules.json`` lists (``1_Pooling``...). Other subfolders (evaluation
+    results written anywhere in the checkpoint, e.g. ``embedtrain eval CKPT -o CKPT/eval_full``; merged or
+    exported variants) and trainer state in a ``checkpoint-N`` folder (optimizer, scheduler, RNG states) are not
+    hashed, so scoring a model never changes its fingerprint.
     """
     from embedtrain.io.checkpoints import WEIGHT_SUFFIXES, is_trainer_state
 
     model_dir = Path(model_dir)
-    candidates = [p for p in model_dir.rglob("*") if p.is_file() and not is_trainer_state(p.name)
-                  and DEFAULT_SUBDIR not in p.relative_to(model_dir).parts[:1]]
+    candidates = [p for p in _model_files(model_dir) if not is_trainer_state(p.name)]
     weights = [p for p in candidates if p.suffix in WEIGHT_SUFFIXES]
     if not weights:
         raise CheckpointError("no weight files (*.safetensors, *.bin) found", file=model_dir)
@@ -62,6 +64,21 @@ def weights_fingerprint(model_dir: str | Path) -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()[:12]
+
+
+def _model_files(model_dir: Path) -> list[Path]:
+    """The checkpoint's top-level files plus every file of the module folders its ``modules.json`` lists."""
+    files = [p for p in model_dir.iterdir() if p.is_file()]
+    try:
+        modules = json.loads((model_dir / "modules.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        modules = []
+    folders = {str(m.get("path") or "") for m in modules if isinstance(m, dict)} - {"", "."}
+    for folder in sorted(folders):
+        root = model_dir / folder
+        if root.is_dir() and DEFAULT_SUBDIR not in Path(folder).parts[:1]:
+            files += [p for p in root.rglob("*") if p.is_file()]
+    return files
 
 
 def model_label(checkpoint: str | Path, model_dir: Path) -> str:
