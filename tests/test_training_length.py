@@ -48,17 +48,20 @@ def test_fingerprint_covers_the_saved_length(tmp_path, tiny_model_dir):
 def test_results_written_inside_a_checkpoint_do_not_change_its_fingerprint(tmp_path, tiny_model_dir):
     model = shutil.copytree(tiny_model_dir, tmp_path / "model")
     before = weights_fingerprint(model)
-    for folder in ("eval_full/results/embedtrain__model/abc", "eval/results", "merged_0.30"):
-        (model / folder).mkdir(parents=True)
-        (model / folder / "SciFact.json").write_text(json.dumps({"scores": {"test": [{"main_score": 0.6}]}}))
-    (model / "merged_0.30" / "model.safetensors").write_bytes(b"other weights")
+    for folder in ("eval_full", "eval"):  # what `embedtrain eval CKPT -o CKPT/<folder>` writes
+        (model / folder / "results" / "embedtrain__model" / before).mkdir(parents=True)
+        (model / folder / "results" / "embedtrain__model" / before / "SciFact.json").write_text("{}")
+        (model / folder / "scores.json").write_text(json.dumps({"SciFact": 60.0}))
+    shutil.copytree(tiny_model_dir, model / "merged_0.30")  # another model saved inside it
     assert weights_fingerprint(model) == before  # scoring (or a variant saved beside it) is not the model
+    (model / "adapters" / "retrieval").mkdir(parents=True)  # task adapters are the model's own weights
+    (model / "adapters" / "retrieval" / "adapter_model.safetensors").write_bytes(b"lora")
+    with_adapter = weights_fingerprint(model)
+    assert with_adapter != before
     modules = json.loads((model / "modules.json").read_text())
-    module_dirs = [m["path"] for m in modules if m.get("path")]
-    assert module_dirs  # the tiny model has a pooling module folder: its files are the model's
-    config = model / module_dirs[0] / "config.json"
-    config.write_text(config.read_text().replace("true", "false", 1) if "true" in config.read_text() else "{}")
-    assert weights_fingerprint(model) != before
+    pooling = model / next(m["path"] for m in modules if m.get("path")) / "config.json"
+    pooling.write_text(pooling.read_text() + " ")  # a module folder's config is the model's too
+    assert weights_fingerprint(model) != with_adapter
 
 
 def test_compare_flags_different_encoding_settings():

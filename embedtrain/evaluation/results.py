@@ -42,11 +42,9 @@ def weights_fingerprint(model_dir: str | Path) -> str:
     (JSON: max_seq_length, prompts, pooling, tokenizer...), by relative path, size and bytes.
 
     The same weights saved with another ``max_seq_length`` or other prompts are another model and get another
-    fingerprint. Only the model's own files count: the folder's top-level files and, for a sentence-transformers
-    checkpoint, the module folders ``modules.json`` lists (``1_Pooling``...). Other subfolders (evaluation
-    results written anywhere in the checkpoint, e.g. ``embedtrain eval CKPT -o CKPT/eval_full``; merged or
-    exported variants) and trainer state in a ``checkpoint-N`` folder (optimizer, scheduler, RNG states) are not
-    hashed, so scoring a model never changes its fingerprint.
+    fingerprint. Evaluation results written anywhere inside the checkpoint (``embedtrain eval CKPT -o
+    CKPT/eval_full``), other models saved inside it, and trainer state in a ``checkpoint-N`` folder (optimizer,
+    scheduler, RNG states) are not hashed, so scoring a model never changes its fingerprint.
     """
     from embedtrain.io.checkpoints import WEIGHT_SUFFIXES, is_trainer_state
 
@@ -67,18 +65,20 @@ def weights_fingerprint(model_dir: str | Path) -> str:
 
 
 def _model_files(model_dir: Path) -> list[Path]:
-    """The checkpoint's top-level files plus every file of the module folders its ``modules.json`` lists."""
-    files = [p for p in model_dir.iterdir() if p.is_file()]
-    try:
-        modules = json.loads((model_dir / "modules.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        modules = []
-    folders = {str(m.get("path") or "") for m in modules if isinstance(m, dict)} - {"", "."}
-    for folder in sorted(folders):
-        root = model_dir / folder
-        if root.is_dir() and DEFAULT_SUBDIR not in Path(folder).parts[:1]:
-            files += [p for p in root.rglob("*") if p.is_file()]
-    return files
+    """Every file of the checkpoint except what is not the model: evaluation outputs (a folder with
+    ``scores.json`` and ``results/``, or the default ``eval``) and other models saved inside it (a subfolder
+    with its own ``modules.json``). Adapter folders, module folders and tokenizer files all count."""
+    files: list[Path] = []
+    for root, dirs, names in os.walk(model_dir):
+        here = Path(root)
+        if here != model_dir:
+            if ((here / "scores.json").is_file() and (here / "results").is_dir()) or (here / "modules.json").is_file():
+                dirs[:] = []
+                continue
+        else:
+            dirs[:] = [d for d in dirs if d != DEFAULT_SUBDIR]
+        files += [here / n for n in names]
+    return [p for p in files if p.is_file()]
 
 
 def model_label(checkpoint: str | Path, model_dir: Path) -> str:
