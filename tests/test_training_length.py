@@ -52,6 +52,8 @@ def test_results_written_inside_a_checkpoint_do_not_change_its_fingerprint(tmp_p
         (model / folder / "results" / "embedtrain__model" / before).mkdir(parents=True)
         (model / folder / "results" / "embedtrain__model" / before / "SciFact.json").write_text("{}")
         (model / folder / "scores.json").write_text(json.dumps({"SciFact": 60.0}))
+    (model / "eval_running" / "results" / "embedtrain__model").mkdir(parents=True)  # an evaluation under way
+    (model / "eval_running" / "results" / "embedtrain__model" / "model_meta.json").write_text("{}")
     shutil.copytree(tiny_model_dir, model / "merged_0.30")  # another model saved inside it
     assert weights_fingerprint(model) == before  # scoring (or a variant saved beside it) is not the model
     (model / "adapters" / "retrieval").mkdir(parents=True)  # task adapters are the model's own weights

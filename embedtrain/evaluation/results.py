@@ -66,13 +66,14 @@ def weights_fingerprint(model_dir: str | Path) -> str:
 
 def _model_files(model_dir: Path) -> list[Path]:
     """Every file of the checkpoint except what is not the model: evaluation outputs (a folder with
-    ``scores.json`` and ``results/``, or the default ``eval``) and other models saved inside it (a subfolder
-    with its own ``modules.json``). Adapter folders, module folders and tokenizer files all count."""
+    ``results/`` or ``scores.json``, also while an evaluation is still writing it, and the default ``eval``)
+    and other models saved inside it (a subfolder with its own ``modules.json``). Adapter folders, module
+    folders and tokenizer files all count."""
     files: list[Path] = []
     for root, dirs, names in os.walk(model_dir):
         here = Path(root)
         if here != model_dir:
-            if ((here / "scores.json").is_file() and (here / "results").is_dir()) or (here / "modules.json").is_file():
+            if (here / "results").is_dir() or (here / "scores.json").is_file() or (here / "modules.json").is_file():
                 dirs[:] = []
                 continue
         else:
