@@ -218,9 +218,12 @@ def plot(results: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     start = results["start"]["scores"]
-    fig, ax = plt.subplots(figsize=(7.5, 5.2))
-    ax.axhline(0, color="0.7", lw=0.8)
-    ax.axvline(0, color="0.7", lw=0.8)
+    full = results.get("full_tasks")
+    fig, axes = plt.subplots(1, 2 if full else 1, figsize=(14, 5.4) if full else (7.5, 5.2), squeeze=False)
+    ax = axes[0][0]
+    for a in axes[0]:
+        a.axhline(0, color="0.7", lw=0.8)
+        a.axvline(0, color="0.7", lw=0.8)
 
     by_alpha: dict[float, list[tuple[float, float]]] = {}
     for curve in curves_of(results):
@@ -242,17 +245,29 @@ def plot(results: dict, out: Path) -> None:
         runs = setting.get("runs") or []
         if not runs:
             continue
+        marker, color = markers.get(name, ("o", None))
+        style = dict(fmt=marker, color=color, ms=11 if marker == "*" else 7, capsize=3,
+                     label=f"{SETTINGS.get(name, setting['label'])} (n={len(runs)})")
         pts = [point(r["scores"], start) for r in runs]
         (mx, sx), (my, sy) = _mean_std([p[0] for p in pts]), _mean_std([p[1] for p in pts])
-        marker, color = markers.get(name, ("o", None))
-        ax.errorbar(mx, my, xerr=sx, yerr=sy, fmt=marker, color=color, ms=11 if marker == "*" else 7, capsize=3,
-                    label=f"{SETTINGS.get(name, setting['label'])} (n={len(runs)})")
-    ax.plot([0], [0], "ko", ms=5, label="start model (all-MiniLM-L6-v2)")
-    ax.set_xlabel(f"{TARGET} test: change vs start (cosine Spearman x100)")
+        ax.errorbar(mx, my, xerr=sx, yerr=sy, **style)
+        scored = [r for r in runs if r.get("full_scores")]
+        if full and scored:  # the same x against the other task types
+            other = [statistics.mean(r["full_scores"][t] - results["start"]["full_scores"][t] for t in full)
+                     for r in scored]
+            (fx, fsx), (fy, fsy) = _mean_std([point(r["scores"], start)[0] for r in scored]), _mean_std(other)
+            axes[0][1].errorbar(fx, fy, xerr=fsx, yerr=fsy,
+                                **{**style, "label": f"{SETTINGS.get(name, setting['label'])} (n={len(scored)})"})
+    for a in axes[0]:
+        a.plot([0], [0], "ko", ms=5, label="start model (all-MiniLM-L6-v2)")
+        a.set_xlabel(f"{TARGET} test: change vs start (cosine Spearman x100)")
+        a.legend(fontsize=8, loc="lower right")
+        a.grid(alpha=0.3)
     ax.set_ylabel(f"mean change on not-trained STS tasks\n({', '.join(NOT_TRAINED)})")
-    ax.set_title("Target gain vs off-domain change (mean ± std over seeds)", fontsize=11)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.grid(alpha=0.3)
+    ax.set_title("Target gain vs change on the other STS tasks (mean ± std over seeds)", fontsize=11)
+    if full:
+        axes[0][1].set_ylabel(f"mean change on the other task types\n({', '.join(full)})")
+        axes[0][1].set_title("Target gain vs change on classification and retrieval", fontsize=11)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=130)
