@@ -342,3 +342,34 @@ def test_ci_installs_and_tests_exactly_as_the_readme_says(repo_root):
         assert re.search(rf"pip install --quiet {re.escape(args)}\n", ci), args
     test_command = re.search(r"\*\*2\. Run the tests:\*\*\s*```bash\s*(.+?)\s*```", readme, re.S).group(1)
     assert ci.rstrip().splitlines()[-1] == test_command
+
+
+def test_every_package_the_install_pulls_in_is_pinned_at_the_installed_version(repo_root):
+    """The whole dependency closure of ``.[dev,llm]`` (walked through the installed metadata) has a pin in
+    constraints.txt, and what is installed is exactly that pin: CI installs from the file, so a dependency added
+    without a pin, or a pin that no longer matches what the install resolves, fails here."""
+    import re
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = {canonicalize_name(name): version for name, version in
+            re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)$", (repo_root / "constraints.txt").read_text(), re.M)}
+    seen: dict[str, str] = {}
+    todo = [("embedtrain", {"dev", "llm"})]
+    while todo:
+        name, extras = todo.pop()
+        for line in metadata.requires(name) or []:
+            req = Requirement(line)
+            if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in (extras or {""})):
+                continue
+            key = canonicalize_name(req.name)
+            if key not in seen:
+                seen[key] = metadata.version(req.name).split("+")[0]
+                todo.append((req.name, set(req.extras)))
+    assert len(seen) > 30  # the closure was really walked (torch, transformers, datasets... and theirs)
+    unpinned = sorted(k for k in seen if k not in pins)
+    assert not unpinned, f"installed but not pinned in constraints.txt: {unpinned}"
+    drift = {k: (v, pins[k]) for k, v in seen.items() if v != pins[k]}
+    assert not drift, f"installed version differs from constraints.txt (installed, pinned): {drift}"
