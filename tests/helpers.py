@@ -30,3 +30,13 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
         for row in rows:
             fh.write(json.dumps(row) + "\n")
     return path
+
+
+def load_script(path: Path, name: str | None = None):
+    """Import a standalone script (``data_prep/*.py``, ``examples/*.py``: not a package) as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name or Path(path).stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

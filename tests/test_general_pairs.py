@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 import torch
-from helpers import write_recipe, write_rows
+from helpers import load_script, write_recipe, write_rows
 
 
 @pytest.fixture(scope="module")
 def script(repo_root):
-    spec = importlib.util.spec_from_file_location("general_pairs", repo_root / "data_prep" / "general_pairs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(repo_root / "data_prep" / "general_pairs.py")
 
 
 def test_pairs_mix_nearest_neighbours_and_random_pairs(script):

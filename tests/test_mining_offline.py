@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import load_script
 
 from embedtrain.errors import DataError
 from embedtrain.io.formats import to_dataset
@@ -228,8 +229,6 @@ def test_engines_agree_on_a_tiny_model(tiny_model_dir, write_jsonl, tmp_path):
 
 def test_cli_and_data_prep_script_mine_with_the_real_model(tmp_path, write_jsonl, repo_root):
     """Real all-MiniLM-L6-v2: the topical neighbours of a query are mined, through both entry points."""
-    import importlib.util
-
     from embedtrain.cli.app import run_app
 
     foods = ["rice", "pasta", "beans", "bread"]
@@ -243,9 +242,7 @@ def test_cli_and_data_prep_script_mine_with_the_real_model(tmp_path, write_jsonl
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     for row, food in zip(rows, foods):
         assert all(food in t for t in _texts(row["negatives"])), row  # same-food guides are the hardest
-    spec = importlib.util.spec_from_file_location("mhn", repo_root / "data_prep" / "mine_hard_negatives.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(repo_root / "data_prep" / "mine_hard_negatives.py")
     out2 = tmp_path / "mined2.parquet"
     module.main(["--model", "all-MiniLM-L6-v2", "--input", str(pairs), "--output", str(out2), "--corpus",
                  str(corpus), "--num-negatives", "2", "--range-max", "20", "--use-faiss"])
@@ -255,11 +252,7 @@ def test_cli_and_data_prep_script_mine_with_the_real_model(tmp_path, write_jsonl
 
 def test_mining_benchmark_search_part_reports_both_backends(repo_root):
     """The throughput script's search part runs and reports one row per backend and corpus size."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("mb", repo_root / "examples" / "mining_benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(repo_root / "examples" / "mining_benchmark.py")
     rows = module.bench_search([300, 700], n_queries=20, k=10)
     assert [(r["backend"], r["corpus"]) for r in rows] == [("torch", 300), ("faiss", 300), ("torch", 700),
                                                            ("faiss", 700)]

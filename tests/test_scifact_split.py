@@ -3,17 +3,14 @@ half (the tutorial's first step: never evaluate on a query trained on)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import yaml
+from helpers import load_script
 
 
 def _module(repo_root):
-    spec = importlib.util.spec_from_file_location("scifact_subset", repo_root / "examples" / "scifact_subset.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(repo_root / "examples" / "scifact_subset.py")
 
 
 def _fake_scifact(root):
