@@ -143,8 +143,8 @@ def merge_with_start(model, start_weights: Mapping[str, torch.Tensor], *, alpha:
     if diff:
         raise CheckpointError(f"cannot merge with the start model: {diff} (the start model's side)")
 
-    def at(a: float):
-        model.load_state_dict(interpolate_weights(start, trained, a), strict=True)
+    def at(a: float):  # checked once above: no second comparison of every parameter per candidate
+        model.load_state_dict(weighted_state_dict([start, trained], [1.0 - a, a]), strict=True)
         return model
 
     auto = alpha == "auto"
@@ -191,12 +191,11 @@ def merge_checkpoints(trained: str | Path, start: str | Path, output: str | Path
     ``trained``'s."""
     from functools import partial
 
+    from embedtrain.adapters.module import task_module
     from embedtrain.io.checkpoints import check_new_dir
     from embedtrain.io.sentences import default_general_text, read_sentences
-    from embedtrain.models.resolve import resolve_model_path
+    from embedtrain.models.resolve import load_model, resolve_model_path
     from embedtrain.schema.merge import looks_like_test_split
-    from embedtrain.adapters.module import task_module
-    from embedtrain.models.resolve import load_model
     from embedtrain.soup.metrics import held_out_sts, similarity_agreement
     from embedtrain.soup.output import write_soup
 
