@@ -49,11 +49,8 @@ def train(
                             "= with the start model on general text)")
         for col in ("alpha", "dev", "agreement", ""):
             table.add_column(col, justify="right")
-        rows = [(0.0, merge.start_dev, 100.0)] if merge.start_dev is not None else []
-        rows += [(c.alpha, c.dev, c.agreement) for c in merge.candidates]
-        for alpha, dev, agreement in rows:
-            table.add_row(f"{alpha:g}", "-" if dev is None else f"{dev:.2f}",
-                          "-" if agreement is None else f"{agreement:.2f}", "kept" if alpha == merge.alpha else "")
+        for row in merge.rows():
+            table.add_row(*row)
         out.print(table)
         out.print(merge.reason, highlight=False)
     report = result.details.get("generalization")

@@ -82,16 +82,21 @@ class MergeSelection:
     reason: str = ""
     seconds: float = 0.0
 
+    def rows(self) -> list[tuple[str, str, str, str]]:
+        """``(alpha, dev, agreement, kept)`` as printed: the start model first (when measured), then each
+        candidate; what :meth:`table` and the CLI show."""
+        def num(x: float | None) -> str:
+            return f"{x:.2f}" if x is not None else "-"
+
+        rows = [("0 (start)", num(self.start_dev), "100.00", "kept" if self.alpha == 0 else "")] \
+            if self.start_dev is not None else []
+        return rows + [(f"{c.alpha:g}", num(c.dev), num(c.agreement), "kept" if c.alpha == self.alpha else "")
+                       for c in self.candidates]
+
     def table(self) -> str:
         """A markdown table of the candidates (the kept one marked)."""
         lines = ["| alpha | dev | agreement | |", "|---:|---:|---:|---|"]
-        if self.start_dev is not None:
-            lines.append(f"| 0 (start) | {self.start_dev:.2f} | 100.00 | {'kept' if self.alpha == 0 else ''} |")
-        for c in self.candidates:
-            dev = f"{c.dev:.2f}" if c.dev is not None else "-"
-            agree = f"{c.agreement:.2f}" if c.agreement is not None else "-"
-            lines.append(f"| {c.alpha:g} | {dev} | {agree} | {'kept' if c.alpha == self.alpha else ''} |")
-        return "\n".join(lines)
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in self.rows()])
 
     def to_json(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "mode": self.mode, "start_dev": self.start_dev, "reason": self.reason,
