@@ -12,11 +12,14 @@ included, / mining seconds, after loading data and model) and peak RSS:
 * ``embedtrain``: the default engine, cold (embeddings encoded and written to a memory-mapped file);
 * ``embedtrain (reused)``: the same command again: the embedding files are reused (as when margins or the rank
   window are tuned, or a cross-encoder is added);
+* ``embedtrain bf16``: cold, ``precision: auto`` (bf16 autocast where the CPU has native bf16);
 * ``embedtrain x2``: ``accelerate launch`` with 2 CPU processes of 1 thread each (2 cores: compare it with the
   single-process rows only when ``--threads 2``); its peak RSS is the main process's.
 
-The table gives each run's cores (processes x threads) and its speed relative to ``st`` in the same invocation
-(``vs st``: st's mining seconds / the run's).
+The table gives each run's cores (processes x threads), its speed relative to ``st`` in the same invocation
+(``vs st``: st's mining seconds / the run's), how many queries took their corpus document's vector instead of
+being encoded (``share_query_vectors``: the pairs' anchors are STS sentences, most of them also in the corpus) and
+the share of the fp32 ``embedtrain`` run's negatives that the run picked too (``same negatives``).
 
     python examples/mining_scale_benchmark.py --workdir runs/mining_scale --corpus-sizes 5000 20000 --max-pairs 1000
 """
@@ -45,7 +48,7 @@ if result.is_main:
     print("RESULT", json.dumps({"mining_s": s.total_s, "wall_s": time.perf_counter() - t0,
                                 "corpus": s.corpus_size, "queries": s.queries, "written": s.written_rows,
                                 "encode_corpus_s": s.encode_corpus_s, "search_s": s.search_s,
-                                "reused": s.embeddings_reused,
+                                "reused": s.embeddings_reused, "queries_from_corpus": s.queries_from_corpus,
                                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 '''
 
@@ -71,6 +74,18 @@ def inputs(data_dir: Path, workdir: Path, corpus_size: int) -> tuple[Path, Path]
                 fh.write(json.dumps({"anchor": r["sentence1"], "positive": r["sentence2"]}) + "\n")
                 fh.write(json.dumps({"anchor": r["sentence2"], "positive": r["sentence1"]}) + "\n")
     return pairs_path, corpus_path
+
+
+def negatives(path: Path) -> list[set[str]]:
+    """Per written row, the set of its negative texts (rows in input order)."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return [{n["text"] if isinstance(n, dict) else n for n in r["negatives"]} for r in rows]
+
+
+def agreement(rows: list[set[str]], reference: list[set[str]]) -> float:
+    """Share of the reference run's negatives that ``rows`` also picked (same row)."""
+    total = sum(len(r) for r in reference)
+    return sum(len(a & b) for a, b in zip(rows, reference)) / total if total else float("nan")
 
 
 def run(config: dict, env: dict, processes: int = 1, port: int = 29581) -> dict:
@@ -110,24 +125,37 @@ def main() -> None:
         env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                    EMBEDTRAIN_CACHE_DIR=str(args.workdir / "cache"), OMP_NUM_THREADS=str(args.threads),
                    PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        runs = [("st", {**base, "engine": "sentence-transformers"}, 1),
-                ("embedtrain", base, 1), ("embedtrain (reused)", base, 1)]
-        for name, cfg, procs in runs:
-            r = run({**cfg, "output": str(args.workdir / f"out-{size}.jsonl")}, env, procs)
-            results.append({"engine": name, "corpus_size": size, "cores": args.threads, **r})
+        bf16_emb = args.workdir / f"emb-{size}-bf16"
+        shutil.rmtree(bf16_emb, ignore_errors=True)
+        runs = [("st", {**base, "engine": "sentence-transformers"}, 1, "st"),
+                ("embedtrain", base, 1, "fp32"), ("embedtrain (reused)", base, 1, "fp32"),
+                ("embedtrain bf16", {**base, "precision": "auto", "embeddings_dir": str(bf16_emb)}, 1, "bf16")]
+        outputs = {}
+        for name, cfg, procs, tag in runs:
+            outputs[tag] = args.workdir / f"out-{size}-{tag}.jsonl"
+            r = run({**cfg, "output": str(outputs[tag])}, env, procs)
+            results.append({"engine": name, "corpus_size": size, "cores": args.threads, "output": tag, **r})
         shutil.rmtree(emb, ignore_errors=True)
+        shutil.rmtree(bf16_emb, ignore_errors=True)
         env2 = dict(env, OMP_NUM_THREADS="1")
-        r = run({**base, "output": str(args.workdir / f"out-{size}.jsonl")}, env2, 2)
-        results.append({"engine": "embedtrain x2", "corpus_size": size, "cores": 2, **r})
+        outputs["x2"] = args.workdir / f"out-{size}-x2.jsonl"
+        r = run({**base, "output": str(outputs["x2"])}, env2, 2)
+        results.append({"engine": "embedtrain x2", "corpus_size": size, "cores": 2, "output": "x2", **r})
         shutil.rmtree(emb, ignore_errors=True)
+        reference = negatives(outputs["fp32"])
+        for x in results:
+            if x["corpus_size"] == size:
+                x["same_negatives"] = agreement(negatives(outputs[x["output"]]), reference)
         st = next(x for x in results if x["engine"] == "st" and x["corpus_size"] == size)
         print(f"\ncorpus {size:,} sentences + the positives = {st['corpus']:,} documents, {st['queries']:,} queries")
-        print(f"{'engine':22} {'cores':>5} {'mining s':>9} {'docs/s':>8} {'vs st':>6} {'peak RSS MB':>12}")
+        print(f"{'engine':22} {'cores':>5} {'mining s':>9} {'docs/s':>8} {'vs st':>6} {'peak RSS MB':>12} "
+              f"{'queries from corpus':>20} {'same negatives':>15}")
         for x in results:
             if x["corpus_size"] != size:
                 continue
             print(f"{x['engine']:22} {x['cores']:>5} {x['mining_s']:>9.1f} {x['corpus'] / x['mining_s']:>8.0f} "
-                  f"{st['mining_s'] / x['mining_s']:>5.2f}x {x['peak_rss_mb']:>12.0f}")
+                  f"{st['mining_s'] / x['mining_s']:>5.2f}x {x['peak_rss_mb']:>12.0f} "
+                  f"{x.get('queries_from_corpus', 0):>20,} {100 * x['same_negatives']:>14.1f}%")
         (args.workdir / "results.json").write_text(json.dumps(results, indent=1))
 
 

@@ -19,24 +19,29 @@ WORDS = ("red blue green black white brown pink gray gold silver orange purple c
 
 
 def _data(tmp_path, n_pairs=300, n_docs=BLOCK + 900):
+    """Pairs and a corpus; every 5th anchor text is also a corpus document (a query that takes its corpus vector)."""
     pairs = tmp_path / "pairs.jsonl"
     with pairs.open("w") as fh:
         for i in range(n_pairs):  # every 7th anchor repeats: a query with several positives
             a = i - i % 7 if i % 7 == 3 else i
-            fh.write(json.dumps({"anchor": f"the {WORDS[a % 20]} car number {a}",
-                                 "positive": f"a {WORDS[i % 20]} vehicle called {i}"}) + "\n")
+            fh.write(json.dumps({"anchor": _anchor(a), "positive": f"a {WORDS[i % 20]} vehicle called {i}"}) + "\n")
     corpus = tmp_path / "corpus.jsonl"
     with corpus.open("w") as fh:
         for j in range(n_docs):
-            fh.write(json.dumps({"text": f"some {WORDS[j % 20]} thing {j // 20} of kind {WORDS[(j // 7) % 20]}"})
-                     + "\n")
+            text = _anchor(j) if j % 5 == 0 and j < n_pairs else \
+                f"some {WORDS[j % 20]} thing {j // 20} of kind {WORDS[(j // 7) % 20]}"
+            fh.write(json.dumps({"text": text}) + "\n")
     return pairs, corpus
+
+
+def _anchor(i: int) -> str:
+    return f"the {WORDS[i % 20]} car number {i}" + " and more words" * (i % 3)
 
 
 def _config(tmp_path, model_dir, pairs, corpus, output, **extra):
     return OfflineMiningConfig(model=str(model_dir), input=str(pairs), corpus=str(corpus), output=str(output),
                                num_negatives=3, candidates=2, range_max=30, query_chunk_size=64,
-                               embeddings_dir=str(tmp_path / "emb"), **extra)
+                               **{"embeddings_dir": str(tmp_path / "emb"), **extra})
 
 
 def _rows(path):
@@ -78,6 +83,7 @@ def test_two_processes_write_what_one_process_writes(tmp_path, tiny_model_dir, r
     [a] = (tmp_path / "emb").glob("corpus-*.f32")
     [b] = (tmp_path / "emb-sharded").glob("corpus-*.f32")
     assert a.name == b.name and a.read_bytes() == b.read_bytes()
+    assert stats["queries_from_corpus"] == one["queries_from_corpus"] > 0  # the gathered query file, on 2 ranks
 
 
 def test_embeddings_are_reused_by_the_next_run(tmp_path, tiny_model_dir):
@@ -91,6 +97,67 @@ def test_embeddings_are_reused_by_the_next_run(tmp_path, tiny_model_dir):
     # another prompt is another set of embeddings
     third = run_mining(_config(tmp_path, tiny_model_dir, pairs, corpus, tmp_path / "c.jsonl", query_prompt="q: "))
     assert not third.stats.embeddings_reused
+
+
+def test_queries_that_are_documents_take_the_corpus_vector(tmp_path, tiny_model_dir, monkeypatch):
+    """A query whose text is in the corpus is not encoded again; the mined file is what encoding every query
+    gives (same negatives, scores equal to float precision); another query prompt turns the sharing off."""
+    from embedtrain.mining import search
+
+    pairs, corpus = _data(tmp_path, n_pairs=60, n_docs=500)
+    encoded = []
+    original = search.encode_texts
+    monkeypatch.setattr(search, "encode_texts", lambda m, texts, **kw: encoded.append(len(texts)) or original(
+        m, texts, **kw))
+    shared = run_mining(_config(tmp_path, tiny_model_dir, pairs, corpus, tmp_path / "shared.jsonl"))
+    shared_count, encoded[:] = sum(encoded), []
+    every = run_mining(_config(tmp_path, tiny_model_dir, pairs, corpus, tmp_path / "every.jsonl",
+                               share_query_vectors=False, embeddings_dir=str(tmp_path / "emb-every")))
+    every_count = sum(encoded)
+    anchors = {json.loads(line)["anchor"] for line in pairs.read_text().splitlines()}
+    queries, in_corpus = len(anchors), len(anchors & {json.loads(line)["text"] for line in corpus.open()})
+    assert in_corpus == 10  # anchors 0, 5, ..., 55 but 10 and 45 (those rows repeat an earlier anchor)
+    assert shared.stats.queries_from_corpus == in_corpus and every.stats.queries_from_corpus == 0
+    assert shared.stats.queries == every.stats.queries == queries
+    # the check encodes the sampled shared texts twice (as queries and as documents); then only the rest
+    assert shared_count == every_count - in_corpus + 2 * in_corpus
+    a, b = _rows(tmp_path / "shared.jsonl"), _rows(tmp_path / "every.jsonl")
+    assert [[n["text"] for n in r["negatives"]] for r in a] == [[n["text"] for n in r["negatives"]] for r in b]
+    def scores(rows):
+        return [s for r in rows for s in [r["positive_score"], *(n["score"] for n in r["negatives"])]]
+
+    assert scores(a) == pytest.approx(scores(b), abs=1e-5)
+    # the next run reuses the gathered file (nothing encoded, no check)
+    encoded[:] = []
+    again = run_mining(_config(tmp_path, tiny_model_dir, pairs, corpus, tmp_path / "again.jsonl"))
+    assert again.stats.embeddings_reused and again.stats.queries_from_corpus == in_corpus and sum(encoded) == 0
+    assert _rows(tmp_path / "again.jsonl") == a
+    # queries embedded with another prompt than documents: every query is encoded
+    prompted = run_mining(_config(tmp_path, tiny_model_dir, pairs, corpus, tmp_path / "p.jsonl", query_prompt="q: "))
+    assert prompted.stats.queries_from_corpus == 0
+
+
+def test_same_vectors_check_sees_prompts_and_side_routing(tiny_model_dir):
+    from embedtrain.mining.search import effective_prompt, same_query_and_document_vectors
+    from embedtrain.models.resolve import load_model
+
+    model = load_model(str(tiny_model_dir), device="cpu")
+    texts = ["a short one", "a much longer text " * 5]
+    assert same_query_and_document_vectors(model, texts, query_prompt=None, document_prompt=None)
+    assert same_query_and_document_vectors(model, texts, query_prompt="x: ", document_prompt="x: ")
+    assert not same_query_and_document_vectors(model, texts, query_prompt="q: ", document_prompt=None)
+    model.prompts = {"query": "query: ", "passage": "passage: "}
+    assert effective_prompt(model, "query", None) == "query: " and effective_prompt(model, "document", None) == \
+        "passage: " and effective_prompt(model, "document", "d: ") == "d: "
+    assert not same_query_and_document_vectors(model, texts, query_prompt=None, document_prompt=None)
+    model.prompts = {}
+    original = model.encode_query  # a model that routes queries elsewhere (a Router, task adapters...)
+
+    def routed(inputs, **kw):
+        return original(inputs, **kw) * 0.5 + 0.1
+
+    model.encode_query = routed
+    assert not same_query_and_document_vectors(model, texts, query_prompt=None, document_prompt=None)
 
 
 @pytest.mark.parametrize("index", ["ivf", "hnsw"])

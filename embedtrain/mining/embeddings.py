@@ -49,6 +49,53 @@ def fingerprint(*parts: Any, hashes: np.ndarray) -> str:
     return digest.hexdigest()[:24]
 
 
+def open_complete(path: Path, n: int) -> np.ndarray | None:
+    """The ``n`` embeddings of a complete file at ``path`` (its ``.json`` written last), memory-mapped; else None."""
+    meta_path = path.with_suffix(".json")
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text())
+    if meta.get("rows") != n:
+        return None
+    logger.info("reusing %d embeddings from %s", n, path)
+    return np.memmap(path, dtype=np.float32, mode="r", shape=(n, meta["dim"])) if n else np.zeros((0, meta["dim"]),
+                                                                                                  np.float32)
+
+
+def gather_to_file(path: Path, source: np.ndarray, index: np.ndarray, rest: np.ndarray, *,
+                   collective: Collective, chunk: int = BLOCK) -> tuple[np.ndarray, bool]:
+    """Row ``i`` = ``source[index[i]]`` where ``index[i] >= 0``, else the next unused row of ``rest``, in ``path``.
+
+    Used to build the query embeddings from corpus embeddings (queries that are also documents) plus the
+    separately encoded rest, without holding either in memory: rank 0 writes the file chunk by chunk, every
+    rank then maps it read-only. Returns ``(embeddings, reused)`` as :func:`encode_to_file` does.
+    """
+    n = len(index)
+    done = open_complete(path, n)
+    if done is not None:
+        return done, True
+    dim = source.shape[1]
+    if collective.rank == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".partial")
+        out = np.memmap(tmp, dtype=np.float32, mode="w+", shape=(max(n, 1), dim))
+        rest_row = np.cumsum(index < 0) - 1
+        for start in range(0, n, chunk):
+            ids = index[start:start + chunk]
+            take = ids >= 0
+            block = np.empty((len(ids), dim), dtype=np.float32)
+            block[take] = source[ids[take]]
+            block[~take] = rest[rest_row[start:start + chunk][~take]]
+            out[start:start + len(ids)] = block
+        out.flush()
+        del out
+        os.replace(tmp, path)
+        path.with_suffix(".json").write_text(json.dumps({"rows": n, "dim": dim, "kind": "gathered"}))
+    collective.barrier()
+    return (np.memmap(path, dtype=np.float32, mode="r", shape=(n, dim)) if n else
+            np.zeros((0, dim), np.float32)), False
+
+
 def encode_to_file(model, texts: Callable[[int, int], list[str]], n: int, path: Path, *, kind: str,
                    prompt: str | None, batch_size: int, collective: Collective, encode_fn: Callable | None = None,
                    advance: Callable[[int], None] | None = None, precision=None) -> tuple[np.ndarray, bool]:
@@ -64,13 +111,11 @@ def encode_to_file(model, texts: Callable[[int, int], list[str]], n: int, path: 
     encode = encode_fn or (lambda m, t, k, p, b: encode_texts(m, t, kind=k, prompt=p, batch_size=b,
                                                              chunk_size=len(t) or 1, precision=precision))
     meta_path = path.with_suffix(".json")
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("rows") == n:
-            logger.info("reusing %d embeddings from %s", n, path)
-            if advance is not None:
-                advance(n)
-            return np.memmap(path, dtype=np.float32, mode="r", shape=(n, meta["dim"])), True
+    done = open_complete(path, n)
+    if done is not None:
+        if advance is not None:
+            advance(n)
+        return done, True
     dim = int(np.asarray(encode(model, texts(0, min(n, 1)) or ["x"], kind, prompt, batch_size)).shape[1])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")

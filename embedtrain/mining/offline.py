@@ -43,7 +43,13 @@ import pyarrow as pa
 from embedtrain.errors import DataError
 from embedtrain.mining.collective import Collective, init_collective, main_process_first
 from embedtrain.mining.corpus import MiningLayout, build_layout
-from embedtrain.mining.embeddings import encode_to_file, fingerprint, model_fingerprint
+from embedtrain.mining.embeddings import (
+    encode_to_file,
+    fingerprint,
+    gather_to_file,
+    model_fingerprint,
+    open_complete,
+)
 from embedtrain.mining.filtering import FilterCounts, drop_reason, is_normalized_copy, normalized, select_negatives
 from embedtrain.mining.output import (
     OUTPUT_SUFFIXES,
@@ -169,8 +175,11 @@ class _Texts:
     def corpus_range(self, start: int, end: int) -> list[str]:
         return self.corpus(np.arange(start, end))
 
+    def queries(self, ids: np.ndarray) -> list[str]:
+        return self.anchors.take(pa.array(self.layout.query_rows[np.asarray(ids, dtype=np.int64)])).to_pylist()
+
     def queries_range(self, start: int, end: int) -> list[str]:
-        return self.anchors.take(pa.array(self.layout.query_rows[start:end])).to_pylist()
+        return self.queries(np.arange(start, end))
 
     def rows(self, column: pa.ChunkedArray, start: int, end: int) -> list[str]:
         return column.slice(start, end - start).to_pylist()
@@ -266,8 +275,25 @@ def mine(config: OfflineMiningConfig, *, model=None, rescorer: Rescorer | None =
         corpus_emb, reused_c, corpus_file, stats.encode_corpus_s = encode(
             "corpus", "document", config.passage_prompt, layout.corpus_hashes, layout.corpus_size,
             texts.corpus_range)
-        query_emb, reused_q, _, stats.encode_queries_s = encode(
-            "queries", "query", config.query_prompt, layout.query_hashes, layout.num_queries, texts.queries_range)
+        in_corpus = layout.self_ids >= 0
+        key = fingerprint(*model_key, "query", config.query_prompt, corpus_file.stem, hashes=layout.query_hashes)
+        gathered = work / f"queries-{key}.f32"
+        share = config.share_query_vectors and bool(in_corpus.any()) and (
+            open_complete(gathered, layout.num_queries) is not None
+            or _same_vectors(model, config, layout, texts, precision))
+        if all(collective.all_gather_object(share)):  # every process takes the same path
+            # queries that are also documents take the corpus vector; only the others are encoded
+            t = time.perf_counter()
+            rest = np.flatnonzero(~in_corpus)
+            rest_emb, reused_q, _, _ = encode("queries", "query", config.query_prompt, layout.query_hashes[rest],
+                                              len(rest), lambda a, b: texts.queries(rest[a:b]))
+            query_emb, _ = gather_to_file(gathered, corpus_emb, layout.self_ids, rest_emb, collective=collective)
+            stats.queries_from_corpus = int(in_corpus.sum())
+            stats.encode_queries_s = time.perf_counter() - t
+        else:
+            query_emb, reused_q, _, stats.encode_queries_s = encode(
+                "queries", "query", config.query_prompt, layout.query_hashes, layout.num_queries,
+                texts.queries_range)
         stats.embeddings_reused = bool(reused_c and reused_q)
 
         searcher = _Searcher(config, corpus_emb, work / f"{corpus_file.stem}", collective, stats)
@@ -306,6 +332,26 @@ def mine(config: OfflineMiningConfig, *, model=None, rescorer: Rescorer | None =
             collective.barrier()
             if is_main:
                 shutil.rmtree(work, ignore_errors=True)
+
+
+def _same_vectors(model, config: OfflineMiningConfig, layout: MiningLayout, texts: _Texts, precision,
+                  sample: int = 8) -> bool:
+    """Whether queries may take their corpus vector: :func:`~embedtrain.mining.search.same_query_and_document_vectors`
+    on the ``sample`` longest and the ``sample`` first queries that are also documents."""
+    import pyarrow.compute as pc
+
+    from embedtrain.mining.search import same_query_and_document_vectors
+
+    shared = np.flatnonzero(layout.self_ids >= 0)
+    lengths = pc.utf8_length(texts.anchors.take(pa.array(layout.query_rows[shared]))).to_numpy(zero_copy_only=False)
+    picked = np.unique(np.r_[shared[np.argsort(-lengths, kind="stable")[:sample]], shared[:sample]])
+    same = same_query_and_document_vectors(model, texts.queries(picked), query_prompt=config.query_prompt,
+                                           document_prompt=config.passage_prompt, batch_size=config.batch_size,
+                                           precision=precision)
+    logger.info("%d of %d queries are also documents; %s", len(shared), layout.num_queries,
+                "they take the corpus vectors" if same else "queries and documents embed differently: "
+                "every query is encoded")
+    return same
 
 
 def _resolved_model(config: OfflineMiningConfig) -> Path | None:

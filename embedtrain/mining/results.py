@@ -29,6 +29,8 @@ class MiningStats:
     dropped_output: str | None = None
     encode_corpus_s: float = 0.0
     encode_queries_s: float = 0.0
+    #: Queries whose vector was taken from the corpus (their text is also a document; ``share_query_vectors``).
+    queries_from_corpus: int = 0
     search_s: float = 0.0
     rescore_s: float = 0.0
     total_s: float = 0.0
@@ -73,6 +75,7 @@ class MiningStats:
             "dropped_rows": self.dropped_rows, "incomplete_by_reason": dict(sorted(self.incomplete_reasons.items())),
             "dropped_output": self.dropped_output,
             "encode_corpus_s": round(self.encode_corpus_s, 3), "encode_queries_s": round(self.encode_queries_s, 3),
+            "queries_from_corpus": self.queries_from_corpus,
             "search_s": round(self.search_s, 3), "rescore_s": round(self.rescore_s, 3),
             "total_s": round(self.total_s, 3), "corpus_docs_per_s": round(self.corpus_docs_per_s, 1),
             "queries_per_s": round(self.queries_per_s, 1), "search_queries_per_s": round(self.search_queries_per_s, 1),
@@ -127,8 +130,9 @@ def assemble_rows(anchors: list[str], positives: list[str], of_row: list[int],
 def log_stats(stats: MiningStats) -> None:
     """Log throughput and what the filters skipped."""
     if stats.encode_corpus_s > 0:  # the sentence-transformers engine only reports the total
-        logger.info("encoded %d corpus documents in %.1fs (%.0f docs/s); %d queries in %.1fs", stats.corpus_size,
-                    stats.encode_corpus_s, stats.corpus_docs_per_s, stats.queries, stats.encode_queries_s)
+        logger.info("encoded %d corpus documents in %.1fs (%.0f docs/s); %d queries in %.1fs (%d of them took "
+                    "their corpus vector)", stats.corpus_size, stats.encode_corpus_s, stats.corpus_docs_per_s,
+                    stats.queries, stats.encode_queries_s, stats.queries_from_corpus)
         logger.info("search %.2fs (%.0f queries/s)", stats.search_s, stats.search_queries_per_s)
     logger.info("mined %d queries against %d documents in %.1fs = %.1f queries/s end to end", stats.queries,
                 stats.corpus_size, stats.total_s, stats.queries_per_s)

@@ -49,6 +49,44 @@ def encode_texts(model, texts: Sequence[str], *, kind: str = "document", prompt:
     return np.concatenate(chunks, axis=0)
 
 
+def effective_prompt(model, kind: str, prompt: str | None) -> str:
+    """The text :func:`encode_texts` puts before each text for ``kind`` and ``prompt`` ("" for none).
+
+    sentence-transformers' rules: an explicit ``prompt`` wins; else ``encode_query`` takes the model's ``query``
+    prompt and ``encode_document`` its ``document``, ``passage`` or ``corpus`` prompt, the first one defined;
+    else the model's ``default_prompt_name``.
+    """
+    if prompt is not None:
+        return prompt
+    prompts = getattr(model, "prompts", None) or {}
+    for name in {"query": ("query",), "document": ("document", "passage", "corpus"), "plain": ()}[kind]:
+        if name in prompts:
+            return prompts[name] or ""
+    default = getattr(model, "default_prompt_name", None)
+    return (prompts.get(default) or "") if default is not None else ""
+
+
+def same_query_and_document_vectors(model, texts: Sequence[str], *, query_prompt: str | None,
+                                    document_prompt: str | None, batch_size: int = 64,
+                                    precision: Precision | None = None) -> bool:
+    """Whether a text embedded as a query gets the vector it gets as a document, so one encoding serves both.
+
+    The prompts must resolve to the same string (:func:`effective_prompt`), and ``texts`` (a sample of the
+    texts that are both: pass the longest ones, which a per-side maximum length would cut) must embed to the
+    same vectors through ``encode_query`` and ``encode_document``: that catches whatever else routes by side
+    (a ``Router`` module, task adapters, per-side lengths, query expansion).
+    """
+    if effective_prompt(model, "query", query_prompt) != effective_prompt(model, "document", document_prompt):
+        return False
+    if not len(texts):
+        return True
+    texts = list(texts)
+    q = encode_texts(model, texts, kind="query", prompt=query_prompt, batch_size=batch_size, precision=precision)
+    d = encode_texts(model, texts, kind="document", prompt=document_prompt, batch_size=batch_size,
+                     precision=precision)
+    return bool(np.abs(q - d).max() <= 1e-5)
+
+
 def top_k(queries: np.ndarray, corpus: np.ndarray, k: int, *, query_chunk_size: int = 1024,
           corpus_chunk_size: int = 65536, use_faiss: bool = False,
           advance: Advance | None = None) -> tuple[np.ndarray, np.ndarray]:

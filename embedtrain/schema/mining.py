@@ -134,6 +134,9 @@ class OfflineMiningConfig(NegativeFilter):
     engine: Literal["embedtrain", "sentence-transformers"] = Field(default="embedtrain", description=(
         "embedtrain, or sentence-transformers' own mine_hard_negatives."))
     trust_remote_code: bool = Field(default=False, description="Allow the model folders to run their own code.")
+    share_query_vectors: bool = Field(default=True, description=(
+        "A query whose text is also a corpus document takes the document's vector instead of being encoded "
+        "again, when queries and documents embed alike (same prompt; checked on the longest shared texts)."))
     precision: Literal["fp32", "bf16", "auto"] = Field(default="fp32", description=(
         "Encode in fp32 (exact), bf16, or auto (bf16 autocast where the hardware has native bf16; faster)."))
 
