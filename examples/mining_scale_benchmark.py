@@ -12,7 +12,8 @@ included, / mining seconds, after loading data and model) and peak RSS:
 * ``embedtrain``: the default engine, cold (embeddings encoded and written to a memory-mapped file);
 * ``embedtrain (reused)``: the same command again: the embedding files are reused (as when margins or the rank
   window are tuned, or a cross-encoder is added);
-* ``embedtrain bf16``: cold, ``precision: auto`` (bf16 autocast where the CPU has native bf16);
+* ``embedtrain bf16``: cold, ``precision: auto`` (bf16 autocast where the CPU has native bf16, AVX512-BF16 or AMX;
+  the precision it resolved to is printed: fp32 on a CPU without them);
 * ``embedtrain x2``: ``accelerate launch`` with 2 CPU processes of 1 thread each (2 cores: compare it with the
   single-process rows only when ``--threads 2``); its peak RSS is the main process's.
 
@@ -49,6 +50,7 @@ if result.is_main:
                                 "corpus": s.corpus_size, "queries": s.queries, "written": s.written_rows,
                                 "encode_corpus_s": s.encode_corpus_s, "search_s": s.search_s,
                                 "reused": s.embeddings_reused, "queries_from_corpus": s.queries_from_corpus,
+                                "precision": s.precision,
                                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 '''
 
@@ -153,7 +155,8 @@ def main() -> None:
         for x in results:
             if x["corpus_size"] != size:
                 continue
-            print(f"{x['engine']:22} {x['cores']:>5} {x['mining_s']:>9.1f} {x['corpus'] / x['mining_s']:>8.0f} "
+            name = x["engine"] + (f" ({x['precision']})" if x["output"] == "bf16" else "")
+            print(f"{name:22} {x['cores']:>5} {x['mining_s']:>9.1f} {x['corpus'] / x['mining_s']:>8.0f} "
                   f"{st['mining_s'] / x['mining_s']:>5.2f}x {x['peak_rss_mb']:>12.0f} "
                   f"{x.get('queries_from_corpus', 0):>20,} {100 * x['same_negatives']:>14.1f}%")
         (args.workdir / "results.json").write_text(json.dumps(results, indent=1))

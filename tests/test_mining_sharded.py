@@ -133,8 +133,12 @@ def test_queries_that_are_documents_take_the_corpus_vector(tmp_path, tiny_model_
     assert again.stats.embeddings_reused and again.stats.queries_from_corpus == in_corpus and sum(encoded) == 0
     assert _rows(tmp_path / "again.jsonl") == a
     # queries embedded with another prompt than documents: every query is encoded
-    prompted = run_mining(_config(tmp_path, tiny_model_dir, pairs, corpus, tmp_path / "p.jsonl", query_prompt="q: "))
+    prompted = run_mining(_config(tmp_path, tiny_model_dir, pairs, corpus, tmp_path / "p.jsonl", query_prompt="q: ",
+                                  precision="bf16"))
     assert prompted.stats.queries_from_corpus == 0
+    # the precision the texts were encoded in is reported
+    assert again.stats.precision == "fp32" and prompted.stats.precision == "bf16"
+    assert json.loads((tmp_path / "p.jsonl.stats.json").read_text())["precision"] == "bf16"
 
 
 def test_same_vectors_check_sees_prompts_and_side_routing(tiny_model_dir):

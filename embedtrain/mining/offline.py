@@ -260,6 +260,7 @@ def mine(config: OfflineMiningConfig, *, model=None, rescorer: Rescorer | None =
     t_start = time.perf_counter()  # mining time: after reading data and loading the model
     try:
         precision = choose_precision(config.precision, str(getattr(model, "device", "cpu")))
+        stats.precision = precision.name
         model_key = (model_fingerprint(_resolved_model(config)), config.max_seq_length, precision.name)
 
         def encode(side: str, kind: str, prompt: str | None, hashes, n: int, texts_range):

@@ -29,6 +29,8 @@ class MiningStats:
     dropped_output: str | None = None
     encode_corpus_s: float = 0.0
     encode_queries_s: float = 0.0
+    #: Precision the texts were encoded in (``fp32`` or ``bf16``; ``precision: auto`` resolved on the hardware).
+    precision: str = "fp32"
     #: Queries whose vector was taken from the corpus (their text is also a document; ``share_query_vectors``).
     queries_from_corpus: int = 0
     search_s: float = 0.0
@@ -75,7 +77,7 @@ class MiningStats:
             "dropped_rows": self.dropped_rows, "incomplete_by_reason": dict(sorted(self.incomplete_reasons.items())),
             "dropped_output": self.dropped_output,
             "encode_corpus_s": round(self.encode_corpus_s, 3), "encode_queries_s": round(self.encode_queries_s, 3),
-            "queries_from_corpus": self.queries_from_corpus,
+            "queries_from_corpus": self.queries_from_corpus, "precision": self.precision,
             "search_s": round(self.search_s, 3), "rescore_s": round(self.rescore_s, 3),
             "total_s": round(self.total_s, 3), "corpus_docs_per_s": round(self.corpus_docs_per_s, 1),
             "queries_per_s": round(self.queries_per_s, 1), "search_queries_per_s": round(self.search_queries_per_s, 1),
