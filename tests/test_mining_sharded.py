@@ -183,3 +183,51 @@ def test_approximate_search_reports_recall_against_exact(tmp_path, tiny_model_di
         return [[n["text"] for n in r["negatives"]] for r in _rows(path)]
 
     assert texts(tmp_path / "full.jsonl") == texts(tmp_path / "exact.jsonl")
+
+
+def test_blocks_group_texts_of_similar_length_and_balance_the_processes():
+    import numpy as np
+
+    from embedtrain.mining.embeddings import block_size, plan_blocks
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 400, size=5000)
+    plans = {w: plan_blocks(5000, lengths, 1024, w) for w in (1, 2, 3, 8)}
+    blocks = plans[1][0]
+    for w, (bs, owner) in plans.items():  # the same blocks whatever the number of processes
+        assert [b.tolist() for b in bs] == [b.tolist() for b in blocks] and len(owner) == len(bs)
+        assert set(owner) == set(range(min(w, len(bs))))
+    assert sorted(np.concatenate(blocks).tolist()) == list(range(5000))
+    assert [len(b) for b in blocks] == [1024] * 4 + [904]
+    for longer, shorter in zip(blocks, blocks[1:]):  # runs of decreasing length: each call pads little
+        assert lengths[longer].min() >= lengths[shorter].max()
+    # 2 processes: loads (characters) differ by less than the cheapest block, not 3 blocks against 2 by count
+    bs, owner = plans[2]
+    load = [sum(int(lengths[b].sum()) for b, o in zip(bs, owner) if o == r) for r in (0, 1)]
+    assert abs(load[0] - load[1]) < min(int(lengths[b].sum()) for b in bs)
+    # without lengths: input order, blocks by count
+    plain, _ = plan_blocks(10, None, 4, 2)
+    assert [b.tolist() for b in plain] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert block_size(64) == 1024 and block_size(1024) == 8192
+
+
+def test_each_encode_call_gets_one_run_of_similar_lengths(tmp_path):
+    import numpy as np
+
+    from embedtrain.mining.collective import current_collective
+    from embedtrain.mining.embeddings import encode_to_file
+
+    texts = [("w " * int(n)).strip() for n in np.random.default_rng(1).integers(1, 60, size=2500)]
+    calls = []
+
+    def fake_encode(model, batch, kind, prompt, batch_size):
+        calls.append([len(t) for t in batch])
+        return np.array([[len(t), 1.0] for t in batch], dtype=np.float32)
+
+    emb, reused = encode_to_file(None, lambda ids: [texts[i] for i in ids], len(texts), tmp_path / "e.f32",
+                                 kind="document", prompt=None, batch_size=64, collective=current_collective(),
+                                 lengths=np.array([len(t) for t in texts]), encode_fn=fake_encode)
+    assert not reused and np.array_equal(emb[:, 0], [len(t) for t in texts])  # every row at its place
+    runs = calls[1:]  # the first call finds the width
+    assert [len(c) for c in runs] == [1024, 1024, 452]
+    assert min(runs[0]) >= max(runs[1]) and min(runs[1]) >= max(runs[2])

@@ -28,6 +28,7 @@ import numpy as np
 from transformers import TrainerCallback
 
 from embedtrain.mining.collective import Collective, current_collective, sharded_map
+from embedtrain.mining.embeddings import block_size
 from embedtrain.mining.filtering import select_negatives
 from embedtrain.mining.search import encode_texts, top_k
 from embedtrain.mining.table import NegativeTable
@@ -153,7 +154,8 @@ class Retriever:
         cfg, table = self.config, self.table
         n = table.num_negatives
         anchor_prompt, negative_prompt, positive_prompt = self.prompts
-        blocks = [self.corpus_ids[s:s + 4096] for s in range(0, len(self.corpus_ids), 4096)]
+        size = block_size(cfg.batch_size)
+        blocks = [self.corpus_ids[s:s + size] for s in range(0, len(self.corpus_ids), size)]
         with _TrainingMode(model):
             parts = sharded_map(coll, blocks, lambda bs: [encode_texts(
                 model, [table.texts[j] for j in b], kind="plain", prompt=negative_prompt,

@@ -1,9 +1,11 @@
 """Embeddings on disk: encoded once, split across processes, memory-mapped, reused across runs.
 
-:func:`encode_to_file` encodes ``n`` texts in fixed blocks of :data:`BLOCK` texts; block ``b`` is encoded by
-rank ``b % world_size`` and written at its offset of one ``float32`` file (``np.memmap``) that every rank then
-maps read-only. Because a block is always encoded as one ``encode`` call whatever the number of processes, the
-file is the same for 1, 2 or 8 processes (to the bit on CPU).
+:func:`encode_to_file` encodes ``n`` texts in fixed blocks (:func:`plan_blocks`: runs of at least :data:`BLOCK`
+texts of similar length, longest first, so padding is as low as one sorted pass over the whole corpus); the
+blocks are shared out among the processes balanced by characters, and each block's rows are written at their
+places in one ``float32`` file (``np.memmap``) that every rank then maps read-only. Because a block is always
+encoded as one ``encode`` call whatever the number of processes, the file is the same for 1, 2 or 8 processes
+(to the bit on CPU).
 
 The file is named by a fingerprint of the model (its folder's weight and config files: names, sizes, times),
 the prompt, the sequence length and the texts (their 128-bit hashes, in order); a ``.json`` written once every
@@ -27,8 +29,8 @@ from embedtrain.mining.collective import Collective
 
 logger = logging.getLogger(__name__)
 
-#: Texts per encoded block (the unit of work split across processes).
-BLOCK = 4096
+#: Texts per encoded block at least (the unit of work split across processes; :func:`block_size`).
+BLOCK = 1024
 
 
 def model_fingerprint(path: str | Path | None) -> str | None:
@@ -96,12 +98,39 @@ def gather_to_file(path: Path, source: np.ndarray, index: np.ndarray, rest: np.n
             np.zeros((0, dim), np.float32)), False
 
 
-def encode_to_file(model, texts: Callable[[int, int], list[str]], n: int, path: Path, *, kind: str,
-                   prompt: str | None, batch_size: int, collective: Collective, encode_fn: Callable | None = None,
-                   advance: Callable[[int], None] | None = None, precision=None) -> tuple[np.ndarray, bool]:
-    """Embeddings of the ``n`` texts (``texts(start, end)`` gives a slice) in ``path``, memory-mapped read-only.
+def block_size(batch_size: int) -> int:
+    """Texts per encoded block: :data:`BLOCK`, or 8 batches when that is more (large GPU batches)."""
+    return max(BLOCK, 8 * batch_size)
 
-    Returns ``(embeddings, reused)``; ``reused`` is True when a complete file was already there. ``encode_fn``
+
+def plan_blocks(n: int, lengths: np.ndarray | None, size: int, world_size: int) -> tuple[list[np.ndarray], list[int]]:
+    """The encoding blocks of ``n`` texts and the process that encodes each.
+
+    Blocks are consecutive runs of ``size`` texts in order of decreasing ``lengths`` (characters; None: in input
+    order), so every ``encode`` call holds texts of similar length and pads as little as one call over the
+    whole corpus would (sentence-transformers sorts within a call). They do not depend on ``world_size``, which
+    keeps the file the same for any number of processes. Blocks go to processes longest-first, each to the one
+    with the fewest characters so far (balanced however many blocks there are); ties to the lowest rank.
+    """
+    order = np.argsort(-np.asarray(lengths), kind="stable") if lengths is not None else np.arange(n)
+    blocks = [np.sort(order[s:s + size]) for s in range(0, n, size)]
+    cost = [float(np.asarray(lengths)[b].sum()) if lengths is not None else float(len(b)) for b in blocks]
+    load = [0.0] * world_size
+    owner = [0] * len(blocks)
+    for b in sorted(range(len(blocks)), key=lambda i: (-cost[i], i)):
+        owner[b] = min(range(world_size), key=lambda r: (load[r], r))
+        load[owner[b]] += cost[b]
+    return blocks, owner
+
+
+def encode_to_file(model, texts: Callable[[np.ndarray], list[str]], n: int, path: Path, *, kind: str,
+                   prompt: str | None, batch_size: int, collective: Collective, lengths: np.ndarray | None = None,
+                   encode_fn: Callable | None = None, advance: Callable[[int], None] | None = None,
+                   precision=None) -> tuple[np.ndarray, bool]:
+    """Embeddings of the ``n`` texts (``texts(ids)`` gives those texts) in ``path``, memory-mapped read-only.
+
+    ``lengths`` (characters per text) lets :func:`plan_blocks` group texts of similar length. Returns
+    ``(embeddings, reused)``; ``reused`` is True when a complete file was already there. ``encode_fn``
     (``(model, texts, kind, prompt, batch_size) -> array``) defaults to
     :func:`embedtrain.mining.search.encode_texts`, in ``precision`` (:mod:`embedtrain.models.precision`; None:
     the model as it is).
@@ -116,7 +145,7 @@ def encode_to_file(model, texts: Callable[[int, int], list[str]], n: int, path: 
         if advance is not None:
             advance(n)
         return done, True
-    dim = int(np.asarray(encode(model, texts(0, min(n, 1)) or ["x"], kind, prompt, batch_size)).shape[1])
+    dim = int(np.asarray(encode(model, texts(np.arange(min(n, 1))) or ["x"], kind, prompt, batch_size)).shape[1])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     if collective.rank == 0:
@@ -124,14 +153,13 @@ def encode_to_file(model, texts: Callable[[int, int], list[str]], n: int, path: 
     collective.barrier()
     if n:
         out = np.memmap(tmp, dtype=np.float32, mode="r+", shape=(n, dim))
-        blocks = range(0, n, BLOCK)
-        for b, start in enumerate(blocks):
-            if b % collective.world_size != collective.rank:
-                continue
-            end = min(start + BLOCK, n)
-            out[start:end] = np.asarray(encode(model, texts(start, end), kind, prompt, batch_size), dtype=np.float32)
+        blocks, owner = plan_blocks(n, lengths, block_size(batch_size), collective.world_size)
+        mine = [ids for ids, rank in zip(blocks, owner) if rank == collective.rank]
+        scale = n / max(sum(len(ids) for ids in mine), 1)  # the main process's bar stands for all processes
+        for ids in mine:
+            out[ids] = np.asarray(encode(model, texts(ids), kind, prompt, batch_size), dtype=np.float32)
             if advance is not None:
-                advance((end - start) * collective.world_size)
+                advance(round(len(ids) * scale))
         out.flush()
         del out
     collective.barrier()

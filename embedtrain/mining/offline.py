@@ -172,17 +172,26 @@ class _Texts:
                 out[i] = t
         return out
 
-    def corpus_range(self, start: int, end: int) -> list[str]:
-        return self.corpus(np.arange(start, end))
-
     def queries(self, ids: np.ndarray) -> list[str]:
         return self.anchors.take(pa.array(self.layout.query_rows[np.asarray(ids, dtype=np.int64)])).to_pylist()
 
-    def queries_range(self, start: int, end: int) -> list[str]:
-        return self.queries(np.arange(start, end))
+    def corpus_lengths(self) -> np.ndarray:
+        """Characters per corpus id (read from the columns without building Python strings)."""
+        parts = [_char_lengths(c) for c in (self.documents, self.positives) if c is not None]
+        return np.concatenate(parts)[self.layout.corpus_sources]
+
+    def query_lengths(self) -> np.ndarray:
+        """Characters per query id."""
+        return _char_lengths(self.anchors)[self.layout.query_rows]
 
     def rows(self, column: pa.ChunkedArray, start: int, end: int) -> list[str]:
         return column.slice(start, end - start).to_pylist()
+
+
+def _char_lengths(column: pa.ChunkedArray) -> np.ndarray:
+    import pyarrow.compute as pc
+
+    return pc.utf8_length(column).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
 
 
 def _work_dir(config: OfflineMiningConfig, reusable: bool, collective: Collective) -> tuple[Path, bool]:
@@ -263,19 +272,19 @@ def mine(config: OfflineMiningConfig, *, model=None, rescorer: Rescorer | None =
         stats.precision = precision.name
         model_key = (model_fingerprint(_resolved_model(config)), config.max_seq_length, precision.name)
 
-        def encode(side: str, kind: str, prompt: str | None, hashes, n: int, texts_range):
+        def encode(side: str, kind: str, prompt: str | None, hashes, n: int, texts_at, lengths):
             """Embeddings of one side (corpus or queries), memory-mapped, reused when the key matches."""
             path = work / f"{side}-{fingerprint(*model_key, kind, prompt, hashes=hashes)}.f32"
             t = time.perf_counter()
             with stages.stage(f"encoding {side}", n) as advance:
-                emb, reused = encode_to_file(model, texts_range, n, path, kind=kind, prompt=prompt,
+                emb, reused = encode_to_file(model, texts_at, n, path, kind=kind, prompt=prompt,
                                              batch_size=config.batch_size, collective=collective,
-                                             advance=advance, precision=precision)
+                                             lengths=lengths, advance=advance, precision=precision)
             return emb, reused, path, time.perf_counter() - t
 
         corpus_emb, reused_c, corpus_file, stats.encode_corpus_s = encode(
             "corpus", "document", config.passage_prompt, layout.corpus_hashes, layout.corpus_size,
-            texts.corpus_range)
+            texts.corpus, texts.corpus_lengths())
         in_corpus = layout.self_ids >= 0
         key = fingerprint(*model_key, "query", config.query_prompt, corpus_file.stem, hashes=layout.query_hashes)
         gathered = work / f"queries-{key}.f32"
@@ -287,14 +296,15 @@ def mine(config: OfflineMiningConfig, *, model=None, rescorer: Rescorer | None =
             t = time.perf_counter()
             rest = np.flatnonzero(~in_corpus)
             rest_emb, reused_q, _, _ = encode("queries", "query", config.query_prompt, layout.query_hashes[rest],
-                                              len(rest), lambda a, b: texts.queries(rest[a:b]))
+                                              len(rest), lambda ids: texts.queries(rest[ids]),
+                                              texts.query_lengths()[rest])
             query_emb, _ = gather_to_file(gathered, corpus_emb, layout.self_ids, rest_emb, collective=collective)
             stats.queries_from_corpus = int(in_corpus.sum())
             stats.encode_queries_s = time.perf_counter() - t
         else:
             query_emb, reused_q, _, stats.encode_queries_s = encode(
                 "queries", "query", config.query_prompt, layout.query_hashes, layout.num_queries,
-                texts.queries_range)
+                texts.queries, texts.query_lengths())
         stats.embeddings_reused = bool(reused_c and reused_q)
 
         searcher = _Searcher(config, corpus_emb, work / f"{corpus_file.stem}", collective, stats)
@@ -339,12 +349,10 @@ def _same_vectors(model, config: OfflineMiningConfig, layout: MiningLayout, text
                   sample: int = 8) -> bool:
     """Whether queries may take their corpus vector: :func:`~embedtrain.mining.search.same_query_and_document_vectors`
     on the ``sample`` longest and the ``sample`` first queries that are also documents."""
-    import pyarrow.compute as pc
-
     from embedtrain.mining.search import same_query_and_document_vectors
 
     shared = np.flatnonzero(layout.self_ids >= 0)
-    lengths = pc.utf8_length(texts.anchors.take(pa.array(layout.query_rows[shared]))).to_numpy(zero_copy_only=False)
+    lengths = texts.query_lengths()[shared]
     picked = np.unique(np.r_[shared[np.argsort(-lengths, kind="stable")[:sample]], shared[:sample]])
     same = same_query_and_document_vectors(model, texts.queries(picked), query_prompt=config.query_prompt,
                                            document_prompt=config.passage_prompt, batch_size=config.batch_size,
