@@ -103,6 +103,53 @@ def test_cache_is_not_python_lists(tmp_path):
     assert isinstance(ds.data.table, pa.Table) and ds.cache_files  # Arrow, backed by a file
 
 
+def test_prepared_file_has_few_large_record_batches(tmp_path, monkeypatch):
+    """Opening a memory-mapped IPC stream reads every batch header (and maps the pages around it): the prepared
+    file holds batches of BATCH_ROWS rows, not one per 512 KB block read from the source."""
+    from embedtrain.io import dataset_cache, sources
+
+    monkeypatch.setattr(sources, "BLOCK_BYTES", 4096)  # many small blocks read from the source
+    monkeypatch.setattr(dataset_cache, "BATCH_ROWS", 1000)
+    path = tmp_path / "pairs.jsonl"
+    _big_pairs(path, 4500)
+    ds = load_dataset_cached(path, "pairs", cache_dir=tmp_path / "c").dataset
+    with pa.memory_map(ds.cache_files[0]["filename"]) as mm:
+        sizes = [b.num_rows for b in pa.ipc.open_stream(mm)]
+    assert sum(sizes) == 4500 and 4 <= len(sizes) <= 5 and min(sizes[:-1]) >= 1000
+    assert ds[4499] == {"anchor": "question 4499 with some words", "positive": "passage 4499 text"}
+
+
+def test_model_card_examples_come_from_the_head_of_the_data(tmp_path, tiny_model_dir, monkeypatch):
+    """sentence-transformers reads 1,000 random rows of the whole training set for the model card's widget (on a
+    memory-mapped file of millions of rows that maps most of the file); embedtrain hands it the head instead."""
+    from sentence_transformers.base.model_card import BaseModelCardData
+
+    from embedtrain.api import train
+    from embedtrain.train import card
+
+    monkeypatch.setattr(card, "WIDGET_WINDOW", 30)
+    seen = []
+    original = BaseModelCardData.set_widget_examples
+
+    def spy(self, dataset):
+        seen.append({name: len(ds) for name, ds in dataset.items()})
+        return original(self, dataset)
+
+    monkeypatch.setattr(BaseModelCardData, "set_widget_examples", spy)
+    rows = [{"anchor": f"head question {i}", "positive": f"head answer {i}"} for i in range(30)]
+    rows += [{"anchor": f"TAIL question {i}", "positive": f"TAIL answer {i}"} for i in range(170)]
+    write_rows(tmp_path / "pairs.jsonl", rows)
+    recipe = {"model": {"name_or_path": str(tiny_model_dir)},
+              "datasets": [{"name": "p", "path": "pairs.jsonl", "format": "pairs"}],
+              "loss": {"name": "mnrl"}, "training": {"per_device_train_batch_size": 8, "max_steps": 1},
+              "output_dir": str(tmp_path / "out")}
+    result = train(write_recipe(tmp_path / "r.yaml", recipe))
+    assert seen == [{"p": 30}]  # once, on the head; the trainer found the widget filled and skipped its pass
+    readme = (result.final_dir / "README.md").read_text()
+    assert "head question" in readme or "head answer" in readme
+    assert "TAIL" not in readme
+
+
 def test_streaming_checks_rows_as_they_are_read(tmp_path):
     path = tmp_path / "s.jsonl"
     _big_pairs(path, 30, bad_at=25, bad={"query": "q", "passage": ""})

@@ -44,7 +44,7 @@ from embedtrain.io.sources import Source, open_source
 logger = logging.getLogger(__name__)
 
 #: Bumped whenever the layout of a cache entry or the conversion changes.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: large record batches (BATCH_ROWS)
 DATA_FILE = "data.arrow"
 META_FILE = "meta.json"
 
@@ -79,18 +79,42 @@ def _key(source: Source, fmt: str, columns: dict[str, str] | None, num_negatives
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+#: Rows and bytes per record batch of a prepared file. Opening a memory-mapped IPC stream reads every batch's
+#: header, and each header read maps the pages around it (the kernel's fault-around, 64 KB): a file of
+#: thousands of small batches (one per 512 KB block read from the source) became hundreds of MB resident
+#: before the first step (issue 13). Batches of this size keep that to a few pages per 64k rows.
+BATCH_ROWS = 65536
+BATCH_BYTES = 64 << 20
+
+
 def _write(batches, path: Path) -> pa.Schema | None:
-    """Stream column dicts into an Arrow IPC stream file (what ``Dataset.from_file`` memory-maps)."""
+    """Stream column dicts into an Arrow IPC stream file (what ``Dataset.from_file`` memory-maps), in record
+    batches of up to :data:`BATCH_ROWS` rows / :data:`BATCH_BYTES` bytes however small the incoming ones are."""
     writer = None
     schema = None
+    pending: list[pa.RecordBatch] = []
+    rows = size = 0
+
+    def flush() -> None:
+        nonlocal rows, size
+        if pending:
+            for batch in pa.Table.from_batches(pending).combine_chunks().to_batches():
+                writer.write_batch(batch)
+            pending.clear()
+            rows = size = 0
+
     with pa.OSFile(str(path), "wb") as sink:
         for columns in batches:
             batch = pa.RecordBatch.from_pydict(columns)
             if writer is None:
                 schema = batch.schema
                 writer = pa.ipc.new_stream(sink, schema)
-            writer.write_batch(batch)
+            pending.append(batch)
+            rows, size = rows + batch.num_rows, size + batch.nbytes
+            if rows >= BATCH_ROWS or size >= BATCH_BYTES:
+                flush()
         if writer is not None:
+            flush()
             writer.close()
     return schema
 

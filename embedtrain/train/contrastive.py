@@ -27,6 +27,7 @@ from embedtrain.mining.attach import attach_dynamic_mining, build_miners, record
 from embedtrain.models.resolve import load_model
 from embedtrain.schema import ContrastiveRecipe
 from embedtrain.train.args import ST_TRAINING_DEFAULTS
+from embedtrain.train.card import preset_widget_examples
 from embedtrain.train.merge import check_merge_engine, merge_after_training, plan_merge
 from embedtrain.train.mixing import mixing_extras
 from embedtrain.train.prepare import PreparedDataset, checkpoint_prompts, prepare_contrastive, row_count
@@ -139,6 +140,7 @@ class ContrastiveMode(TrainingMode):
                     ", ".join(f"{n} ({row_count(d)})" for n, d in train_datasets.items()))
         if self.streamed:  # sentence-transformers takes an IterableDataset only on its own, not in a dict
             (train_datasets,), (losses,) = train_datasets.values(), losses.values()
+        preset_widget_examples(model, train_datasets)
         trainer = sharded_trainer(SentenceTransformerTrainer)(
             model=model, args=args, train_dataset=train_datasets, loss=losses,
             evaluator=combined(self.evaluators) if args.eval_strategy != "no" else None,

@@ -23,6 +23,7 @@ from embedtrain.io.formats import FORMATS
 from embedtrain.losses import build_loss
 from embedtrain.schema import TaskRecipe
 from embedtrain.train.args import ST_TRAINING_DEFAULTS
+from embedtrain.train.card import preset_widget_examples
 from embedtrain.train.contrastive import load_start_model
 from embedtrain.train.mixing import LABEL_COLUMN, mixing_extras
 from embedtrain.train.prepare import PreparedDataset, prepare_dataset, row_count
@@ -112,6 +113,7 @@ class TaskMode(TrainingMode):
         logger.info("tasks per dataset: %s", {n: sorted(set(c.values())) for n, c in self.mapping.items()})
         train_datasets = {p.config.name: p.dataset for p in self.prepared}
         losses = {p.config.name: build_loss(p.loss, model, p.loss_context) for p in self.prepared}
+        preset_widget_examples(model, train_datasets)
         return sharded_trainer(SentenceTransformerTrainer)(model=model, args=args, train_dataset=train_datasets,
                                                            loss=losses, callbacks=callbacks)
 
