@@ -46,7 +46,15 @@ from transformers import TrainerCallback
 def memory():
     status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
     kb = lambda k: int(status.get(k, "0 kB").split()[0])
-    return {"vmhwm_mb": kb("VmHWM") / 1024, "rss_anon_mb": kb("RssAnon") / 1024, "rss_file_mb": kb("RssFile") / 1024}
+    data_kb, current = 0, None  # resident pages of the memory-mapped training data (.arrow files)
+    for line in open("/proc/self/smaps"):
+        parts = line.split()
+        if parts and "-" in parts[0] and not parts[0].endswith(":"):
+            current = parts[5] if len(parts) > 5 else ""
+        elif parts and parts[0] == "Rss:" and current and current.endswith(".arrow"):
+            data_kb += int(parts[1])
+    return {"vmhwm_mb": kb("VmHWM") / 1024, "rss_anon_mb": kb("RssAnon") / 1024, "rss_file_mb": kb("RssFile") / 1024,
+            "data_file_mb": data_kb / 1024}
 
 
 class FirstStep(TrainerCallback):
@@ -188,7 +196,7 @@ def show(r: dict) -> None:
             ranks = r[key]
             print(f"    {key:16} " + "  ".join(
                 f"rank{x['rank']}: {x['first_step_s']:.1f}s, VmHWM {x['vmhwm_mb']:.0f} MB, RssAnon "
-                f"{x['rss_anon_mb']:.0f} MB" for x in ranks))
+                f"{x['rss_anon_mb']:.0f} MB, data file {x.get('data_file_mb', 0):.0f} MB" for x in ranks))
 
 
 def old_tree_from_ref(ref: str, workdir: Path) -> Path:
@@ -209,14 +217,15 @@ def old_tree_from_ref(ref: str, workdir: Path) -> Path:
 def summary(results: list[dict]) -> None:
     """One line per measured implementation and size: the figures the issue asks for."""
     print("\nimplementation      rows  validate s  rows/s (end to end)  rows/s (data pass)  first step s "
-          "cold / warm (slowest rank)  peak VmHWM / RssAnon MB (largest rank, any run)")
+          "cold / warm (slowest rank)  peak VmHWM / RssAnon MB (largest rank, any run)  data file resident MB")
     for r in results:
         v, warm, ranks = r["validate"], r["first_step"], r["first_step"] + r.get("first_step_cold", [])
         cold = f"{max(x['first_step_s'] for x in r['first_step_cold']):.1f}" if "first_step_cold" in r else "-"
         data_pass = f"{v['prepare_rows_per_s']:,}" if "prepare_rows_per_s" in v else "-"
         print(f"{r['implementation']:8} {r['rows']:>11,} {v['seconds']:>11.1f} {v['rows_per_s']:>20,} "
               f"{data_pass:>19} {cold:>13} / {max(x['first_step_s'] for x in warm):.1f}"
-              f"{'':19}{max(x['vmhwm_mb'] for x in ranks):>8.0f} / {max(x['rss_anon_mb'] for x in ranks):.0f}")
+              f"{'':19}{max(x['vmhwm_mb'] for x in ranks):>8.0f} / {max(x['rss_anon_mb'] for x in ranks):.0f}"
+              f"{'':36}{max(x.get('data_file_mb', float('nan')) for x in ranks):>8.0f}")
 
 
 def main() -> None:
