@@ -74,7 +74,7 @@ def gather_to_file(path: Path, source: np.ndarray, index: np.ndarray, rest: np.n
     """
     n = len(index)
     done = open_complete(path, n)
-    if done is not None:
+    if all(collective.all_gather_object(done is not None)):  # every rank looks before rank 0 writes
         return done, True
     dim = source.shape[1]
     if collective.rank == 0:
