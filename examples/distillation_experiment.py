@@ -403,6 +403,19 @@ def report(args) -> None:
                     cell([r["scores"][t] for r in runs]) for t in FULL_TASKS) + " |")
         out += ["### Banking77 (accuracy x 100) and SciFact (nDCG@10 x 100), mean ± sample std over seeds", "",
                 *full_lines, ""]
+        from experiment_stats import seed_interval
+
+        diff_lines = ["| comparison | " + " | ".join(FULL_TASKS) + " |", "|---" * (len(FULL_TASKS) + 1) + "|"]
+        for x, y in (("a_distill", "a_mnrl"), ("b_margin_mse", "b_mnrl")):
+            xs = [full[f"{x}_s{s}"] for s in args.seeds if f"{x}_s{s}" in full]
+            ys = [full[f"{y}_s{s}"] for s in args.seeds if f"{y}_s{s}" in full]
+            if len(xs) > 1 and len(ys) > 1:
+                cells = [seed_interval([r["scores"][t] for r in xs], [r["scores"][t] for r in ys]) for t in FULL_TASKS]
+                diff_lines.append(f"| {x} − {y} | " + " | ".join(f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+                                                                   for d, lo, hi in cells) + " |")
+        if len(diff_lines) > 2:
+            out += ["Differences, Welch 95% interval over seeds (per-item outputs of these tasks were not kept):", "",
+                    *diff_lines, ""]
     comparisons = [("a_distill", "a_mnrl"), ("a_distill", "teacher"), ("a_mnrl", "teacher"),
                    ("a_distill", "student_untrained"), ("a_mnrl", "student_untrained"), ("b_margin_mse", "b_mnrl")]
     ci_lines = ["| comparison | " + " | ".join(TASKS) + " | STS mean |", "|---" * (len(TASKS) + 2) + "|"]

@@ -175,6 +175,25 @@ def bootstrap_differences(a_runs: Sequence[dict], b_runs: Sequence[dict], *, res
     return float(diff), resampled(a_runs) - resampled(b_runs)
 
 
+def seed_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Difference of the means of two sets of per-seed scores and its Welch t interval (``level``).
+
+    For tasks whose per-item outputs were not kept: the interval is over seeds (n = 3 each gives a wide one),
+    not over test items like :func:`paired_bootstrap`.
+    """
+    from scipy import stats
+
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    diff = float(x.mean() - y.mean())
+    vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    se = float(np.sqrt(vx + vy))
+    if se == 0.0:
+        return diff, diff, diff
+    dof = (vx + vy) ** 2 / (vx ** 2 / (len(x) - 1) + vy ** 2 / (len(y) - 1))
+    half = float(stats.t.ppf(0.5 + level / 2, dof)) * se
+    return diff, diff - half, diff + half
+
+
 def mean_std(values: Sequence[float]) -> str:
     arr = np.asarray(values, dtype=float)
     return f"{arr.mean():.2f} ± {arr.std(ddof=1) if len(arr) > 1 else 0.0:.2f}"
