@@ -78,16 +78,18 @@ def inputs(data_dir: Path, workdir: Path, corpus_size: int) -> tuple[Path, Path]
     return pairs_path, corpus_path
 
 
-def negatives(path: Path) -> list[set[str]]:
-    """Per written row, the set of its negative texts (rows in input order)."""
+def negatives(path: Path) -> dict[tuple[str, str], set[str]]:
+    """Per written (anchor, positive) row, the set of its negative texts."""
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    return [{n["text"] if isinstance(n, dict) else n for n in r["negatives"]} for r in rows]
+    return {(r["anchor"], r["positive"]): {n["text"] if isinstance(n, dict) else n for n in r["negatives"]}
+            for r in rows}
 
 
-def agreement(rows: list[set[str]], reference: list[set[str]]) -> float:
-    """Share of the reference run's negatives that ``rows`` also picked (same row)."""
-    total = sum(len(r) for r in reference)
-    return sum(len(a & b) for a, b in zip(rows, reference)) / total if total else float("nan")
+def agreement(rows: dict[tuple[str, str], set[str]], reference: dict[tuple[str, str], set[str]]) -> float:
+    """Share of the reference run's negatives that ``rows`` also picked for the same (anchor, positive) row (a row
+    one run kept and the other dropped counts as no agreement)."""
+    total = sum(len(r) for r in reference.values())
+    return sum(len(negs & rows.get(key, set())) for key, negs in reference.items()) / total if total else float("nan")
 
 
 def run(config: dict, env: dict, processes: int = 1, port: int = 29581) -> dict:
@@ -113,7 +115,15 @@ def main() -> None:
     parser.add_argument("--corpus-sizes", type=int, nargs="*", default=[10_000, 40_000])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-pairs", type=int, default=1000, help="pairs mined (first N of the pairs file)")
+    parser.add_argument("--reprint", action="store_true",
+                        help="print the tables of the last run in --workdir again (agreement recomputed)")
     args = parser.parse_args()
+    if args.reprint:
+        results = json.loads((args.workdir / "results.json").read_text())
+        for size in dict.fromkeys(x["corpus_size"] for x in results):
+            score_agreement(results, args.workdir, size)
+            show(results, size)
+        return
     args.workdir.mkdir(parents=True, exist_ok=True)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     results = []
@@ -144,22 +154,32 @@ def main() -> None:
         r = run({**base, "output": str(outputs["x2"])}, env2, 2)
         results.append({"engine": "embedtrain x2", "corpus_size": size, "cores": 2, "output": "x2", **r})
         shutil.rmtree(emb, ignore_errors=True)
-        reference = negatives(outputs["fp32"])
-        for x in results:
-            if x["corpus_size"] == size:
-                x["same_negatives"] = agreement(negatives(outputs[x["output"]]), reference)
-        st = next(x for x in results if x["engine"] == "st" and x["corpus_size"] == size)
-        print(f"\ncorpus {size:,} sentences + the positives = {st['corpus']:,} documents, {st['queries']:,} queries")
-        print(f"{'engine':22} {'cores':>5} {'mining s':>9} {'docs/s':>8} {'vs st':>6} {'peak RSS MB':>12} "
-              f"{'queries from corpus':>20} {'same negatives':>15}")
-        for x in results:
-            if x["corpus_size"] != size:
-                continue
-            name = x["engine"] + (f" ({x['precision']})" if x["output"] == "bf16" else "")
-            print(f"{name:22} {x['cores']:>5} {x['mining_s']:>9.1f} {x['corpus'] / x['mining_s']:>8.0f} "
-                  f"{st['mining_s'] / x['mining_s']:>5.2f}x {x['peak_rss_mb']:>12.0f} "
-                  f"{x.get('queries_from_corpus', 0):>20,} {100 * x['same_negatives']:>14.1f}%")
+        score_agreement(results, args.workdir, size)
+        show(results, size)
         (args.workdir / "results.json").write_text(json.dumps(results, indent=1))
+
+
+def score_agreement(results: list[dict], workdir: Path, size: int) -> None:
+    """``same_negatives`` of every run of ``size``: agreement with the fp32 embedtrain run's output."""
+    reference = negatives(workdir / f"out-{size}-fp32.jsonl")
+    for x in results:
+        if x["corpus_size"] == size:
+            x["same_negatives"] = agreement(negatives(workdir / f"out-{size}-{x['output']}.jsonl"), reference)
+
+
+def show(results: list[dict], size: int) -> None:
+    """The table of one corpus size."""
+    st = next(x for x in results if x["engine"] == "st" and x["corpus_size"] == size)
+    print(f"\ncorpus {size:,} sentences + the positives = {st['corpus']:,} documents, {st['queries']:,} queries")
+    print(f"{'engine':22} {'cores':>5} {'mining s':>9} {'docs/s':>8} {'vs st':>6} {'peak RSS MB':>12} "
+          f"{'queries from corpus':>20} {'same negatives':>15}")
+    for x in results:
+        if x["corpus_size"] != size:
+            continue
+        name = x["engine"] + (f" ({x['precision']})" if x["output"] == "bf16" else "")
+        print(f"{name:22} {x['cores']:>5} {x['mining_s']:>9.1f} {x['corpus'] / x['mining_s']:>8.0f} "
+              f"{st['mining_s'] / x['mining_s']:>5.2f}x {x['peak_rss_mb']:>12.0f} "
+              f"{x.get('queries_from_corpus', 0):>20,} {100 * x['same_negatives']:>14.1f}%")
 
 
 if __name__ == "__main__":
