@@ -8,8 +8,10 @@ mine``:
    document a positive is, which rows share a query) are integer arrays built from text hashes
    (:mod:`embedtrain.mining.corpus`), not dictionaries of strings. A BEIR folder given as input or corpus is
    first turned into a pairs / corpus file with mteb's title + text join (:mod:`embedtrain.mining.beir`).
-2. **encoding**: corpus and distinct queries are encoded in fixed blocks split across the processes into
-   memory-mapped files, reused by later runs with the same model and texts (:mod:`embedtrain.mining.embeddings`).
+2. **encoding**: corpus and distinct queries are encoded in fixed blocks of similar-length texts, shared out
+   across the processes, into memory-mapped files reused by later runs with the same model and texts
+   (:mod:`embedtrain.mining.embeddings`); a query that is also a corpus document takes the document's vector
+   when queries and documents embed alike (``share_query_vectors``).
 3. **search**: exact by default (chunked torch matmul, or a faiss flat index with ``use_faiss``), or
    approximate with faiss IVF / HNSW (``index``; recall@k against exact search is measured and reported,
    :mod:`embedtrain.mining.ann`). Each process searches the queries of its own contiguous range of input pairs.
@@ -285,26 +287,25 @@ def mine(config: OfflineMiningConfig, *, model=None, rescorer: Rescorer | None =
         corpus_emb, reused_c, corpus_file, stats.encode_corpus_s = encode(
             "corpus", "document", config.passage_prompt, layout.corpus_hashes, layout.corpus_size,
             texts.corpus, texts.corpus_lengths())
-        in_corpus = layout.self_ids >= 0
+        in_corpus, query_lengths = layout.self_ids >= 0, texts.query_lengths()
         key = fingerprint(*model_key, "query", config.query_prompt, corpus_file.stem, hashes=layout.query_hashes)
         gathered = work / f"queries-{key}.f32"
         share = config.share_query_vectors and bool(in_corpus.any()) and (
             open_complete(gathered, layout.num_queries) is not None
-            or _same_vectors(model, config, layout, texts, precision))
+            or _same_vectors(model, config, layout, texts, query_lengths, precision))
         if all(collective.all_gather_object(share)):  # every process takes the same path
             # queries that are also documents take the corpus vector; only the others are encoded
             t = time.perf_counter()
             rest = np.flatnonzero(~in_corpus)
             rest_emb, reused_q, _, _ = encode("queries", "query", config.query_prompt, layout.query_hashes[rest],
-                                              len(rest), lambda ids: texts.queries(rest[ids]),
-                                              texts.query_lengths()[rest])
+                                              len(rest), lambda ids: texts.queries(rest[ids]), query_lengths[rest])
             query_emb, _ = gather_to_file(gathered, corpus_emb, layout.self_ids, rest_emb, collective=collective)
             stats.queries_from_corpus = int(in_corpus.sum())
             stats.encode_queries_s = time.perf_counter() - t
         else:
             query_emb, reused_q, _, stats.encode_queries_s = encode(
                 "queries", "query", config.query_prompt, layout.query_hashes, layout.num_queries,
-                texts.queries, texts.query_lengths())
+                texts.queries, query_lengths)
         stats.embeddings_reused = bool(reused_c and reused_q)
 
         searcher = _Searcher(config, corpus_emb, work / f"{corpus_file.stem}", collective, stats)
@@ -345,14 +346,14 @@ def mine(config: OfflineMiningConfig, *, model=None, rescorer: Rescorer | None =
                 shutil.rmtree(work, ignore_errors=True)
 
 
-def _same_vectors(model, config: OfflineMiningConfig, layout: MiningLayout, texts: _Texts, precision,
-                  sample: int = 8) -> bool:
+def _same_vectors(model, config: OfflineMiningConfig, layout: MiningLayout, texts: _Texts, query_lengths: np.ndarray,
+                  precision, sample: int = 8) -> bool:
     """Whether queries may take their corpus vector: :func:`~embedtrain.mining.search.same_query_and_document_vectors`
     on the ``sample`` longest and the ``sample`` first queries that are also documents."""
     from embedtrain.mining.search import same_query_and_document_vectors
 
     shared = np.flatnonzero(layout.self_ids >= 0)
-    lengths = texts.query_lengths()[shared]
+    lengths = query_lengths[shared]
     picked = np.unique(np.r_[shared[np.argsort(-lengths, kind="stable")[:sample]], shared[:sample]])
     same = same_query_and_document_vectors(model, texts.queries(picked), query_prompt=config.query_prompt,
                                            document_prompt=config.passage_prompt, batch_size=config.batch_size,
