@@ -98,8 +98,7 @@ def _write(batches, path: Path) -> pa.Schema | None:
     def flush() -> None:
         nonlocal rows, size
         if pending:
-            for batch in pa.Table.from_batches(pending).combine_chunks().to_batches():
-                writer.write_batch(batch)
+            writer.write_batch(pa.concat_batches(pending))
             pending.clear()
             rows = size = 0
 

@@ -112,9 +112,10 @@ def plan_blocks(n: int, lengths: np.ndarray | None, size: int, world_size: int) 
     keeps the file the same for any number of processes. Blocks go to processes longest-first, each to the one
     with the fewest characters so far (balanced however many blocks there are); ties to the lowest rank.
     """
-    order = np.argsort(-np.asarray(lengths), kind="stable") if lengths is not None else np.arange(n)
+    lengths = None if lengths is None else np.asarray(lengths)
+    order = np.argsort(-lengths, kind="stable") if lengths is not None else np.arange(n)
     blocks = [np.sort(order[s:s + size]) for s in range(0, n, size)]
-    cost = [float(np.asarray(lengths)[b].sum()) if lengths is not None else float(len(b)) for b in blocks]
+    cost = [float(lengths[b].sum()) if lengths is not None else float(len(b)) for b in blocks]
     load = [0.0] * world_size
     owner = [0] * len(blocks)
     for b in sorted(range(len(blocks)), key=lambda i: (-cost[i], i)):
