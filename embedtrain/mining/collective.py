@@ -103,9 +103,13 @@ def init_collective() -> Collective:
 def close_collective() -> None:
     """End the process group cleanly once every rank is done (no-op for one process).
 
-    A process that exits with its gloo/NCCL group still open can abort in the group's background threads
-    ("terminate called without an active exception") after the work has finished, turning a good run into
-    a failed launch; waiting for every rank and destroying the group first avoids that.
+    A process that exits right after a collective can abort ("terminate called without an active
+    exception", SIGABRT) after the work has finished, turning a good run into a failed launch. Traced from
+    a core dump (gloo, 2 CPU processes): the group's worker thread drops its reference to the last
+    collective's tensors only *after* waking the caller, and dropping a tensor that Python also saw takes
+    the GIL; if the main thread has meanwhile started interpreter shutdown, the worker is terminated inside
+    that destructor. The barrier here waits with the GIL released, which lets the worker finish first; then
+    the group is destroyed. Every multi-process entry point (the CLI, the test launch scripts) ends here.
     """
     import torch.distributed as dist
 

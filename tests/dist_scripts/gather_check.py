@@ -16,6 +16,7 @@ from sentence_transformers import SentenceTransformer
 
 from embedtrain.losses import LossContext, build_loss
 from embedtrain.schema import LossConfig
+from embedtrain.train.distributed import close_collective
 
 
 def main() -> None:
@@ -47,7 +48,7 @@ def main() -> None:
     if rank == 0:
         with open(out_file, "w") as fh:
             json.dump(losses, fh)
-    dist.destroy_process_group()
+    close_collective()  # as the CLI ends: every rank waits, then the group goes (see its docstring)
 
 
 if __name__ == "__main__":

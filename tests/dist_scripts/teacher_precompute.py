@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from embedtrain.distill import teachers as T
+from embedtrain.train.distributed import close_collective
 
 
 def texts() -> list:
@@ -61,7 +62,7 @@ def main() -> None:
     if rank == 0:
         with open(out_file, "w") as fh:
             json.dump(results, fh)
-    dist.destroy_process_group()
+    close_collective()  # as the CLI ends: every rank waits, then the group goes (see its docstring)
 
 
 if __name__ == "__main__":
