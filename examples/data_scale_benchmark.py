@@ -9,7 +9,14 @@ written (queries of 5-15 words, passages of 40-100 words: about 550 bytes a row,
    all-MiniLM-L6-v2, stopped after the first optimizer step: seconds from process start to the end of step 1
    and peak RSS per rank (VmHWM, which counts the memory-mapped data pages a rank touched, and RssAnon, its
    private memory), once with a cold cache (the main process prepares, the other waits and opens it) and once
-   warm (both open the cache).
+   warm (both open the cache);
+3. the anchor (unless ``--no-stock``): the same job on the stock ``SentenceTransformerTrainer`` (same model,
+   loss with gathered negatives, batch size, no-duplicates sampler), data loaded the stock way
+   (``datasets.load_dataset("json")``: datasets' Arrow cache, memory-mapped), cold and warm; the ratios
+   stock / embedtrain are printed per size.
+
+``--gradient-checkpointing`` trains both with gradient checkpointing (activations recomputed in the backward
+pass): it lowers the per-rank floor that the trainer itself needs, whatever the data size.
 
 At ``--compare-size`` (default 100k) the same is measured for the previous implementation, which reads rows into
 Python lists on every rank, and the ratios are printed: ``--old-ref c834e34`` (the commit before the Arrow data
@@ -70,15 +77,44 @@ class FirstStep(TrainerCallback):
             os._exit(0)
 
 
-try:
-    from embedtrain.api import train
-except ImportError:
-    train = None
-if train is not None:
-    train(sys.argv[1], callbacks=[FirstStep()])
-else:  # the previous layout (before embedtrain.api)
-    from embedtrain.training import train_from_recipe
-    train_from_recipe(sys.argv[1], callbacks=[FirstStep()])
+def stock(recipe_path):
+    """The same job on the stock sentence-transformers trainer, data loaded the stock way (``load_dataset``:
+    datasets' own Arrow cache, memory-mapped)."""
+    from datasets import load_dataset
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.training_args import (
+        BatchSamplers, SentenceTransformerTrainingArguments)
+    from embedtrain.models.resolve import resolve_model_path  # only to find the packaged model folder
+
+    recipe = json.load(open(recipe_path))
+    training = recipe["training"]
+    args = SentenceTransformerTrainingArguments(
+        output_dir=recipe["output_dir"], per_device_train_batch_size=training["per_device_train_batch_size"],
+        max_steps=training["max_steps"], logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
+        batch_sampler=BatchSamplers.NO_DUPLICATES, dataloader_num_workers=0, ddp_find_unused_parameters=False,
+        gradient_checkpointing=bool(training.get("gradient_checkpointing")))
+    model = SentenceTransformer(str(resolve_model_path(recipe["model"]["name_or_path"])), device="cpu")
+    model.max_seq_length = recipe["model"]["max_seq_length"]
+    with args.main_process_first():
+        data = load_dataset("json", data_files=recipe["datasets"][0]["path"], split="train")
+    loss = MultipleNegativesRankingLoss(model, gather_across_devices=True)
+    SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=loss,
+                               callbacks=[FirstStep()]).train()
+
+
+if len(sys.argv) > 3 and sys.argv[3] == "stock":
+    stock(sys.argv[1])
+else:
+    try:
+        from embedtrain.api import train
+    except ImportError:
+        train = None
+    if train is not None:
+        train(sys.argv[1], callbacks=[FirstStep()])
+    else:  # the previous layout (before embedtrain.api)
+        from embedtrain.training import train_from_recipe
+        train_from_recipe(sys.argv[1], callbacks=[FirstStep()])
 '''
 
 
@@ -99,13 +135,16 @@ def write_pairs(path: Path, n: int, seed: int = 0) -> int:
     return path.stat().st_size
 
 
-def write_recipe(path: Path, data: Path, out: Path) -> Path:
+def write_recipe(path: Path, data: Path, out: Path, gradient_checkpointing: bool = False) -> Path:
+    training = {"per_device_train_batch_size": 16, "max_steps": 2, "logging_steps": 1, "save_steps": 1000,
+                "dataloader_num_workers": 0}
+    if gradient_checkpointing:
+        training["gradient_checkpointing"] = True
     path.write_text(json.dumps({  # JSON is YAML
         "model": {"name_or_path": "all-MiniLM-L6-v2", "max_seq_length": 128},
         "datasets": [{"name": "pairs", "path": str(data), "format": "pairs"}],
         "loss": {"name": "mnrl", "params": {"gather_across_devices": True}},
-        "training": {"per_device_train_batch_size": 16, "max_steps": 2, "logging_steps": 1, "save_steps": 1000,
-                     "dataloader_num_workers": 0},
+        "training": training,
         "output_dir": str(out)}), encoding="utf-8")
     return path
 
@@ -143,7 +182,7 @@ def check_tree(used: str, tree: Path | None) -> None:
         raise RuntimeError(f"measured process imported {used}, expected the package in {expected}")
 
 
-def run_first_step(recipe: Path, env: dict, workdir: Path, port: int) -> list[dict]:
+def run_first_step(recipe: Path, env: dict, workdir: Path, port: int, mode: str = "embedtrain") -> list[dict]:
     shutil.rmtree(json.loads(recipe.read_text())["output_dir"], ignore_errors=True)  # a fresh run each time
     script = workdir / "first_step.py"
     script.write_text(FIRST_STEP_SCRIPT)
@@ -153,17 +192,18 @@ def run_first_step(recipe: Path, env: dict, workdir: Path, port: int) -> list[di
     env = dict(env, BENCH_T0=str(time.time()), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(REPO / "recipes" / "accelerate" / "cpu_2proc.yaml"), "--main_process_port", str(port),
-           str(script), str(recipe), str(out)]
+           str(script), str(recipe), str(out), mode]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
 
 
-def measure(tree: Path | None, data: Path, n: int, workdir: Path, port: int, label: str) -> dict:
+def measure(tree: Path | None, data: Path, n: int, workdir: Path, port: int, label: str,
+            gradient_checkpointing: bool = False, stock: bool = False) -> dict:
     cache = workdir / f"cache-{label}"
     shutil.rmtree(cache, ignore_errors=True)
-    recipe = write_recipe(workdir / f"recipe-{label}.json", data, workdir / f"out-{label}")
+    recipe = write_recipe(workdir / f"recipe-{label}.json", data, workdir / f"out-{label}", gradient_checkpointing)
     env = env_for(tree, cache)
     result: dict = {"implementation": label, "rows": n}
     v = run_validate(recipe, env)
@@ -180,6 +220,11 @@ def measure(tree: Path | None, data: Path, n: int, workdir: Path, port: int, lab
     result["first_step"] = run_first_step(recipe, env, workdir, port + 1)  # old: reads again; new: warm cache
     for x in result["first_step"] + result.get("first_step_cold", []):
         check_tree(x.pop("module"), tree)
+    if stock:  # the anchor: stock trainer, stock data loading (cold: load_dataset prepares its cache; warm)
+        result["stock_first_step_cold"] = run_first_step(recipe, env, workdir, port + 2, mode="stock")
+        result["stock_first_step"] = run_first_step(recipe, env, workdir, port + 3, mode="stock")
+        for x in result["stock_first_step_cold"] + result["stock_first_step"]:
+            x.pop("module")
     shutil.rmtree(cache, ignore_errors=True)
     shutil.rmtree(workdir / f"out-{label}", ignore_errors=True)
     return result
@@ -191,7 +236,7 @@ def show(r: dict) -> None:
           f"({v['rows_per_s']:>9,} rows/s end to end" + (f", {v['prepare_rows_per_s']:,} rows/s data pass"
                                                             if "prepare_rows_per_s" in v else "") +
           f")  peak RSS {v['peak_rss_mb']:.0f} MB")
-    for key in ("first_step_cold", "first_step"):
+    for key in ("first_step_cold", "first_step", "stock_first_step_cold", "stock_first_step"):
         if key in r:
             ranks = r[key]
             print(f"    {key:16} " + "  ".join(
@@ -226,6 +271,16 @@ def summary(results: list[dict]) -> None:
               f"{data_pass:>19} {cold:>13} / {max(x['first_step_s'] for x in warm):.1f}"
               f"{'':19}{max(x['vmhwm_mb'] for x in ranks):>8.0f} / {max(x['rss_anon_mb'] for x in ranks):.0f}"
               f"{'':36}{max(x.get('data_file_mb', float('nan')) for x in ranks):>8.0f}")
+        if "stock_first_step" in r:
+            sc, sw = r["stock_first_step_cold"], r["stock_first_step"]
+            print(f"{'stock':8} {r['rows']:>11,} {'-':>11} {'-':>20} {'-':>19} "
+                  f"{max(x['first_step_s'] for x in sc):>13.1f} / {max(x['first_step_s'] for x in sw):.1f}"
+                  f"{'':19}{max(x['vmhwm_mb'] for x in sc + sw):>8.0f} / {max(x['rss_anon_mb'] for x in sc + sw):.0f}"
+                  f"{'':36}{max(x.get('data_file_mb', float('nan')) for x in sc + sw):>8.0f}")
+            ours, theirs = max(x["vmhwm_mb"] for x in ranks), max(x["vmhwm_mb"] for x in sc + sw)
+            print(f"    {r['rows']:,} rows, stock / embedtrain: peak VmHWM per rank {theirs / ours:.2f}x, time to "
+                  f"first step {max(x['first_step_s'] for x in sc) / max(x['first_step_s'] for x in r['first_step_cold']):.2f}x"
+                  f" (cold) and {max(x['first_step_s'] for x in sw) / max(x['first_step_s'] for x in warm):.2f}x (warm)")
 
 
 def main() -> None:
@@ -238,6 +293,10 @@ def main() -> None:
     parser.add_argument("--old-ref", default=None,
                         help="a commit of this repository with the previous implementation (e.g. c834e34)")
     parser.add_argument("--port", type=int, default=29591)
+    parser.add_argument("--no-stock", action="store_true",
+                        help="skip the anchor: the stock sentence-transformers trainer on the same job")
+    parser.add_argument("--gradient-checkpointing", action="store_true",
+                        help="train with gradient checkpointing (embedtrain and stock alike)")
     args = parser.parse_args()
     args.workdir = args.workdir.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -254,12 +313,13 @@ def main() -> None:
         t = time.perf_counter()
         size = write_pairs(data, n)
         print(f"wrote {n:,} pairs ({size / 2**20:.0f} MiB) in {time.perf_counter() - t:.0f}s")
-        new = measure(None, data, n, args.workdir, args.port, "new")
+        new = measure(None, data, n, args.workdir, args.port, "new", args.gradient_checkpointing,
+                      stock=not args.no_stock)
         new["file_mb"] = round(size / 2**20)
         results.append(new)
         show(new)
         if n == args.compare_size and old_tree is not None:
-            old = measure(old_tree, data, n, args.workdir, args.port + 2, "old")
+            old = measure(old_tree, data, n, args.workdir, args.port + 4, "old", args.gradient_checkpointing)
             results.append(old)
             show(old)
             ratio_v = old["validate"]["seconds"] / new["validate"]["seconds"]
