@@ -14,17 +14,26 @@ For each cell (L layers, D dims) of a small grid, compare the STS score (cosine 
   plain CoSENT at full width). The full-size cell is the ``plain`` run itself (same recipe).
 
 Every run goes through the real pipeline (recipe YAML -> ``embedtrain.train.train``) with the same
-data, steps, batch size and learning rate, once per seed of ``--seeds`` (defaults: 100 steps of 8 STSb
-train pairs, lr 5e-5, seeds 1 2 3). The losses use their paper defaults (2DMSE: sentence-transformers'
-embedding-softmax KL at T=0.3; Starbucks on STS data: 0.3 * KL on truncated embeddings, summed over pairs). Scores: STSBenchmark test (all 1,379 pairs) and SICK-R (a fixed random sample of
+data, steps, batch size and learning rate, once per seed of ``--seeds`` (defaults: 180 steps of 32 STSb
+train pairs, one epoch, lr 5e-5, seeds 1 2 3). The losses use their paper defaults (2DMSE:
+sentence-transformers' embedding-softmax KL at T=0.3; Starbucks on STS data: 0.3 * KL on truncated
+embeddings, summed over pairs). Grid scores: STSBenchmark test (all 1,379 pairs) and SICK-R (a fixed random sample of
 ``--sickr-pairs`` 2,000 of its 9,927 pairs) from the shared benchmark folder, computed as
 ``EmbeddingSimilarityEvaluator`` does (cosine Spearman of the first D dims of an L-layer
 ``truncated_copy``); the script cross-checks one truncated cell against the evaluator itself.
 
-CPU-sized (2 shared cores): two parts (they may run at the same time), then write the report::
+Every local task (``--full-tasks``): the sub-networks of ``--task-cells`` (default: the full model, 6 x 384;
+any (layers, dims) cell can be added) of every trained model are also scored with the offline MTEB harness on
+``--eval-tasks`` (5 STS tasks, Banking77, and SciFactHalf from ``examples/gist_experiment.py prepare``:
+half of SciFact's test queries, never trained on here either), with per-item scores for paired bootstrap
+intervals (examples/experiment_stats.py).
 
-    OMP_NUM_THREADS=1 nice -n 10 python examples/starbucks_experiment.py --methods base plain 2dmse starbucks
+CPU-sized (2 shared cores): two training parts (they may run at the same time), the every-task scoring
+(two processes with the same arguments share the runs), then the report::
+
+    OMP_NUM_THREADS=1 nice -n 10 python examples/starbucks_experiment.py --methods base plain 2dmse starbucks smae_starbucks
     OMP_NUM_THREADS=1 nice -n 10 python examples/starbucks_experiment.py --methods separate
+    OMP_NUM_THREADS=1 python examples/starbucks_experiment.py --full-tasks --task-config W/tasks.yaml  # x2
     python examples/starbucks_experiment.py --report
 
 Results go to ``--out`` (``results.json``, ``table.md``, models, recipes); the heatmap goes to
@@ -37,6 +46,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -49,6 +59,7 @@ logger = logging.getLogger("starbucks_experiment")
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("base", "plain", "2dmse", "starbucks", "smae_starbucks", "separate")
+EVAL_TASKS = ["STSBenchmark", "SICK-R", "STS12", "STS13", "STS14", "Banking77Classification", "SciFactHalf"]
 LABELS = {"base": "MiniLM as shipped + cut", "plain": "plain CoSENT + cut", "2dmse": "2DMSE",
           "starbucks": "Starbucks", "smae_starbucks": "SMAE + Starbucks", "separate": "separate small models"}
 
@@ -58,8 +69,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     p.add_argument("--layers", nargs="+", type=int, default=[2, 4, 6])
     p.add_argument("--dims", nargs="+", type=int, default=[32, 128, 384])
-    p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--steps", type=int, default=180)
+    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--separate-cells", nargs="+", default=["2,32", "4,128"],
@@ -72,6 +83,15 @@ def parse_args() -> argparse.Namespace:
                    default=Path(os.environ.get("EMBEDTRAIN_SHARED_DATA", REPO.parent / "shared" / "data")))
     p.add_argument("--out", type=Path, default=REPO / "runs" / "starbucks_experiment")
     p.add_argument("--docs", type=Path, default=REPO / "docs")
+    p.add_argument("--full-tasks", action="store_true",
+                   help="Evaluate the trained models' --task-cells sub-networks on every --eval-tasks task "
+                        "(offline MTEB harness, per-item scores for paired bootstrap intervals).")
+    p.add_argument("--task-cells", nargs="+", default=["6,384"],
+                   help="Cells (layers,dims) scored on every local task by --full-tasks.")
+    p.add_argument("--eval-tasks", nargs="+", default=EVAL_TASKS)
+    p.add_argument("--task-config", type=Path, nargs="*", default=[],
+                   help="Task YAMLs for tasks beyond the built-in ones (e.g. SciFactHalf from "
+                        "examples/gist_experiment.py prepare).")
     p.add_argument("--report", action="store_true", help="Only write the table and heatmap from results.json.")
     p.add_argument("--force", action="store_true", help="Retrain models that already exist.")
     return p.parse_args()
@@ -171,7 +191,7 @@ def train_model(name: str, start: str | Path, loss: dict | None, args: argparse.
                           "columns": {"text": f"sentence{i}"}} for i in (1, 2)],
             "smae": {"pairs": None},
             "training": {"max_steps": args.smae_steps, "per_device_train_batch_size": args.smae_batch_size,
-                         "learning_rate": 1e-4, "warmup_ratio": 0.05, "lr_scheduler_type": "cosine",
+                         "learning_rate": 1e-4, "warmup_steps": 0.05, "lr_scheduler_type": "cosine",
                          "weight_decay": 0.001, "logging_steps": 20, "save_strategy": "no"},
             "output_dir": str(run_dir), "seed": seed,
         }
@@ -280,6 +300,85 @@ def run(args: argparse.Namespace) -> None:
                 logger.info("separate %s seed %d: %.2f", cell, seed, entry["cells"][cell]["STSb"])
 
 
+def _model_for_cell(args: argparse.Namespace, method: str, seed: int, cell: str, base_path: Path,
+                    full: tuple[int, int]) -> tuple[Path, int | None, int] | None:
+    """(model folder, layers to cut to or None, dims) that a method's (seed, cell) result comes from;
+    ``full`` is the untruncated (layers, dims)."""
+    layers, dim = map(int, cell.split(","))
+    cut = layers if layers < full[0] else None
+    if method == "base":
+        return base_path, cut, dim
+    if method == "separate":
+        if (layers, dim) == full:  # the full-size cell of "separate" is the plain run
+            method = "plain"
+        else:
+            folder = args.out / "runs" / f"separate-{layers}l-{dim}d_s{seed}" / "final"
+            return (folder, None, dim) if (folder.parent / "seconds.txt").is_file() else None
+    folder = args.out / "runs" / f"{method}_s{seed}" / "final"
+    return (folder, cut, dim) if (folder.parent / "seconds.txt").is_file() else None  # written once trained
+
+
+def _claim(done: Path) -> bool:
+    """Whether this process may score ``done``'s run: processes started with the same arguments share the work
+    through a ``.claim`` file beside the result (delete leftover claims of a killed process to retry)."""
+    done.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(done.with_suffix(".claim"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
+def full_tasks(args: argparse.Namespace) -> None:
+    """Score each trained model's ``--task-cells`` sub-networks on every local task (one JSON per run)."""
+    from embedtrain.models.resolve import load_model, resolve_model_path
+    from embedtrain.models.truncate import num_layers
+    from experiment_stats import evaluate_items, save_json
+
+    base_path = Path(resolve_model_path("all-MiniLM-L6-v2"))
+    base_model = load_model(base_path, device="cpu")
+    full = (num_layers(base_model), base_model.get_embedding_dimension())
+    for cell in args.task_cells:
+        for method in args.methods:
+            for seed in [0] if method == "base" else args.seeds:
+                key = "base" if method == "base" else f"{method}_s{seed}"
+                done = args.out / "tasks" / cell.replace(",", "x") / f"{key}.json"
+                source = _model_for_cell(args, method, seed, cell, base_path, full)
+                if done.exists() or source is None or not _claim(done):
+                    continue
+                folder, layers, dim = source
+                start = time.perf_counter()
+                entry = evaluate_items(folder, args.eval_tasks, data_dir=args.data_dir, task_configs=args.task_config,
+                                       output=args.out / "tasks_eval" / cell.replace(",", "x") / key,
+                                       layers=layers, dim=dim)
+                entry["eval_seconds"] = round(time.perf_counter() - start, 1)
+                save_json(done, entry)
+                logger.info("%s at %s: %s", key, cell, {k: round(v, 2) for k, v in entry["main"].items()})
+
+
+def full_task_tables(args: argparse.Namespace) -> list[str]:
+    """Per --task-cells cell: every local task, mean ± std per method, each method minus Starbucks (paired
+    bootstrap over test items)."""
+    from experiment_stats import comparison_table, load_json
+
+    lines = []
+    for cell in args.task_cells:
+        folder = args.out / "tasks" / cell.replace(",", "x")
+        results = {}
+        for method in METHODS:
+            keys = ["base"] if method == "base" else [f"{method}_s{s}" for s in args.seeds]
+            runs = [load_json(folder / f"{k}.json") for k in keys if (folder / f"{k}.json").exists()]
+            if runs and len(runs) == len(keys):
+                results[LABELS[method]] = runs
+        if LABELS["starbucks"] not in results:
+            continue
+        layers, dim = cell.split(",")
+        lines += [f"#### Every local task at {layers} layers x {dim} dims (scores x 100, mean ± std over seeds "
+                  f"{args.seeds}; differences: paired bootstrap 95% interval over test items)", "",
+                  comparison_table(results, args.eval_tasks, baseline=LABELS["starbucks"]), ""]
+    return lines
+
+
 # -- report -----------------------------------------------------------------------------------------
 def _bootstrap(results: dict, a: str, b: str, cell: str, task: str, seeds: list[int]) -> tuple[float, float, float]:
     from experiment_stats import paired_bootstrap
@@ -296,9 +395,6 @@ def _bootstrap(results: dict, a: str, b: str, cell: str, task: str, seeds: list[
 
 
 def report(args: argparse.Namespace) -> None:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     results = json.loads((args.out / "results.json").read_text())
     cells = [(layer, dim) for layer in args.layers for dim in args.dims]
 
@@ -361,9 +457,39 @@ def report(args: argparse.Namespace) -> None:
                 ts.append(sum(t.values()) if isinstance(t, dict) else t)
         if ts:
             timing.append(f"| {LABELS[m]} | {np.mean(ts):.0f} |")
-    text = "\n".join(lines + timing)
+    plot_heatmaps(args, methods, values, args.docs / "img" / "matryoshka_experiment.png")
+    text = "\n".join(lines + full_task_tables(args) + timing)
     (args.out / "table.md").write_text(text + "\n", encoding="utf-8")
     print(text)
+
+
+def plot_heatmaps(args: argparse.Namespace, methods: list[str], values, path: Path) -> None:
+    """One STSb heatmap (layers x dims, mean over seeds) per method; cells a method has no model for are blank."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grids = {m: np.array([[np.mean(v) if (v := values(m, f"{la},{d}", "STSb")) else np.nan for d in args.dims]
+                          for la in args.layers]) for m in methods}
+    low, high = np.nanmin(list(grids.values())), np.nanmax(list(grids.values()))
+    fig, axes = plt.subplots(1, len(methods), figsize=(2.6 * len(methods) + 0.8, 3.0), squeeze=False)
+    for ax, method in zip(axes.flat, methods):
+        grid = grids[method]
+        image = ax.imshow(grid, cmap="viridis", vmin=low, vmax=high, aspect="auto", origin="lower")
+        ax.set_xticks(range(len(args.dims)), [str(d) for d in args.dims])
+        ax.set_yticks(range(len(args.layers)), [str(la) for la in args.layers])
+        ax.set_xlabel("embedding dims")
+        ax.set_title(LABELS[method], fontsize=9)
+        for i, j in zip(*np.nonzero(~np.isnan(grid))):
+            ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", fontsize=8,
+                    color="black" if grid[i, j] > (low + high) / 2 else "white")
+    axes[0, 0].set_ylabel("layers")
+    fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.02, pad=0.02)
+    fig.suptitle(f"STSb test, cosine Spearman x 100 (mean over seeds {args.seeds})", fontsize=10, y=1.05)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
 
 
 def _bootstrap_separate(results: dict, cell: str, task: str, seeds: list[int]) -> tuple[float, float, float]:
@@ -382,6 +508,10 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    if args.full_tasks:
+        full_tasks(args)
+        return
     if not args.report:
         run(args)
     report(args)
