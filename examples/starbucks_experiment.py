@@ -234,14 +234,17 @@ def run(args: argparse.Namespace) -> None:
     checked = False
 
     def save(key: str) -> None:
-        """Write this entry, keeping what a concurrent run wrote meanwhile."""
+        """Write this entry, keeping what a concurrent run wrote meanwhile (read-modify-write under a lock)."""
+        from filelock import FileLock
+
         results_path.parent.mkdir(parents=True, exist_ok=True)
-        current = json.loads(results_path.read_text()) if results_path.is_file() else {}
-        current[key] = results[key]
-        current["gold"] = {name: gold.tolist() for name, (_, _, gold) in scorer.sets.items()}
-        tmp = results_path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(current) + "\n")
-        tmp.replace(results_path)
+        with FileLock(str(results_path) + ".lock"):
+            current = json.loads(results_path.read_text()) if results_path.is_file() else {}
+            current[key] = results[key]
+            current["gold"] = {name: gold.tolist() for name, (_, _, gold) in scorer.sets.items()}
+            tmp = results_path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(current) + "\n")
+            tmp.replace(results_path)
 
     whole_model = {
         "plain": cosent(),
