@@ -126,7 +126,7 @@ def _release_written_pages(path: Path) -> None:
     16 random rows of a freshly prepared 1M-pair file made ~45 MB of it resident in each rank, 208 MB per
     rank at 5M pairs by the first step. Once the pages are dropped, a row read faults in only the
     readahead window around it (a few hundred KB). The flush also means a cache entry is on disk before it
-    is renamed into place. No-op where ``posix_fadvise`` does not exist.
+    is renamed into place. Where ``posix_fadvise`` does not exist (not Linux) it only flushes.
     """
     fd = os.open(path, os.O_RDONLY)
     try:
