@@ -6,9 +6,10 @@ written (queries of 5-15 words, passages of 40-100 words: about 550 bytes a row,
 1. ``validate``: ``embedtrain validate recipe.yaml`` in a fresh process with an empty data cache: wall time,
    rows/s of the preparation pass (read, vectorised checks, duplicate count, Arrow file written), peak RSS;
 2. ``first step``: ``accelerate launch`` with 2 CPU processes (gloo) of ``embedtrain train`` on
-   all-MiniLM-L6-v2, stopped after the first optimizer step: seconds from process start to the end of step 1
-   and peak RSS per rank (VmHWM, which counts the memory-mapped data pages a rank touched, and RssAnon, its
-   private memory), once with a cold cache (the main process prepares, the other waits and opens it) and once
+   all-MiniLM-L6-v2, stopped after ``--steps`` optimizer steps (default 10): seconds from process start to the
+   end of step 1, and peak RSS per rank over the steps (VmHWM, which counts the memory-mapped data pages a rank
+   touched, and RssAnon, its private memory; the peak keeps rising after step 1, as longer batches come and
+   the allocator's heap grows, so step 1 alone understates it), once with a cold cache (the main process prepares, the other waits and opens it) and once
    warm (both open the cache);
 3. the anchor (unless ``--no-stock``): the same job on the stock ``SentenceTransformerTrainer`` (same model,
    loss with gathered negatives, batch size, no-duplicates sampler), data loaded the stock way
@@ -17,6 +18,8 @@ written (queries of 5-15 words, passages of 40-100 words: about 550 bytes a row,
 
 ``--gradient-checkpointing`` trains both with gradient checkpointing (activations recomputed in the backward
 pass): it lowers the per-rank floor that the trainer itself needs, whatever the data size.
+``--recompute-attention`` sets embedtrain's ``speed.recompute_attention`` (only the attention probabilities are
+recomputed; stock has no such setting).
 
 At ``--compare-size`` (default 100k) the same is measured for the previous implementation, which reads rows into
 Python lists on every rank, and the ratios are printed: ``--old-ref c834e34`` (the commit before the Arrow data
@@ -65,15 +68,23 @@ def memory():
 
 
 class FirstStep(TrainerCallback):
+    """Seconds to the end of step 1 and memory then; the peak memory over ``BENCH_STEPS`` steps (later batches
+    can be longer than the first one, and the allocator's heap grows over the first steps)."""
+
+    def __init__(self):
+        self.out = None
+
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == 1:
-            rank = int(os.environ.get("RANK", "0"))
             import embedtrain
-            out = {"rank": rank, "first_step_s": time.time() - T0, "module": embedtrain.__file__, **memory()}
-            with open(os.path.join(sys.argv[2], f"rank{rank}.json"), "w") as fh:
-                json.dump(out, fh)
-            # step 1 is done on every rank (its gradients were all-reduced): what follows (saving the final
-            # model, the run record) is not measured, so end here instead of spending minutes on it
+            self.out = {"rank": int(os.environ.get("RANK", "0")), "first_step_s": time.time() - T0,
+                        "module": embedtrain.__file__, **{f"step1_{k}": v for k, v in memory().items()}}
+        if state.global_step == int(os.environ.get("BENCH_STEPS", "1")):
+            self.out.update(memory(), steps=state.global_step)
+            with open(os.path.join(sys.argv[2], f"rank{self.out['rank']}.json"), "w") as fh:
+                json.dump(self.out, fh)
+            # every rank is done with the measured steps (their gradients were all-reduced): what follows
+            # (saving the final model, the run record) is not measured, so end here instead of spending minutes
             os._exit(0)
 
 
@@ -92,7 +103,7 @@ def stock(recipe_path):
     args = SentenceTransformerTrainingArguments(
         output_dir=recipe["output_dir"], per_device_train_batch_size=training["per_device_train_batch_size"],
         max_steps=training["max_steps"], logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
-        batch_sampler=BatchSamplers.NO_DUPLICATES, dataloader_num_workers=0, ddp_find_unused_parameters=False,
+        batch_sampler=BatchSamplers.NO_DUPLICATES, dataloader_num_workers=0,
         gradient_checkpointing=bool(training.get("gradient_checkpointing")))
     model = SentenceTransformer(str(resolve_model_path(recipe["model"]["name_or_path"])), device="cpu")
     model.max_seq_length = recipe["model"]["max_seq_length"]
@@ -135,17 +146,21 @@ def write_pairs(path: Path, n: int, seed: int = 0) -> int:
     return path.stat().st_size
 
 
-def write_recipe(path: Path, data: Path, out: Path, gradient_checkpointing: bool = False) -> Path:
-    training = {"per_device_train_batch_size": 16, "max_steps": 2, "logging_steps": 1, "save_steps": 1000,
+def write_recipe(path: Path, data: Path, out: Path, gradient_checkpointing: bool = False, steps: int = 10,
+                 recompute_attention: bool = False) -> Path:
+    training = {"per_device_train_batch_size": 16, "max_steps": steps + 1, "logging_steps": 1, "save_steps": 1000,
                 "dataloader_num_workers": 0}
     if gradient_checkpointing:
         training["gradient_checkpointing"] = True
-    path.write_text(json.dumps({  # JSON is YAML
+    recipe = {  # JSON is YAML
         "model": {"name_or_path": "all-MiniLM-L6-v2", "max_seq_length": 128},
         "datasets": [{"name": "pairs", "path": str(data), "format": "pairs"}],
         "loss": {"name": "mnrl", "params": {"gather_across_devices": True}},
         "training": training,
-        "output_dir": str(out)}), encoding="utf-8")
+        "output_dir": str(out)}
+    if recompute_attention:
+        recipe["speed"] = {"recompute_attention": True}
+    path.write_text(json.dumps(recipe), encoding="utf-8")
     return path
 
 
@@ -183,13 +198,16 @@ def check_tree(used: str, tree: Path | None) -> None:
 
 
 def run_first_step(recipe: Path, env: dict, workdir: Path, port: int, mode: str = "embedtrain") -> list[dict]:
+    """One ``accelerate launch`` of 2 processes; per rank: time to step 1, memory at step 1 and peak over the
+    recipe's measured steps (its ``max_steps`` - 1)."""
     shutil.rmtree(json.loads(recipe.read_text())["output_dir"], ignore_errors=True)  # a fresh run each time
     script = workdir / "first_step.py"
     script.write_text(FIRST_STEP_SCRIPT)
     out = workdir / "ranks"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
-    env = dict(env, BENCH_T0=str(time.time()), OMP_NUM_THREADS="1")
+    steps = json.loads(recipe.read_text())["training"]["max_steps"] - 1
+    env = dict(env, BENCH_T0=str(time.time()), BENCH_STEPS=str(steps), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(REPO / "recipes" / "accelerate" / "cpu_2proc.yaml"), "--main_process_port", str(port),
            str(script), str(recipe), str(out), mode]
@@ -200,10 +218,12 @@ def run_first_step(recipe: Path, env: dict, workdir: Path, port: int, mode: str 
 
 
 def measure(tree: Path | None, data: Path, n: int, workdir: Path, port: int, label: str,
-            gradient_checkpointing: bool = False, stock: bool = False) -> dict:
+            gradient_checkpointing: bool = False, stock: bool = False, steps: int = 10,
+            recompute_attention: bool = False) -> dict:
     cache = workdir / f"cache-{label}"
     shutil.rmtree(cache, ignore_errors=True)
-    recipe = write_recipe(workdir / f"recipe-{label}.json", data, workdir / f"out-{label}", gradient_checkpointing)
+    recipe = write_recipe(workdir / f"recipe-{label}.json", data, workdir / f"out-{label}", gradient_checkpointing,
+                          steps, recompute_attention and tree is None)  # the old implementation has no speed:
     env = env_for(tree, cache)
     result: dict = {"implementation": label, "rows": n}
     v = run_validate(recipe, env)
@@ -221,6 +241,7 @@ def measure(tree: Path | None, data: Path, n: int, workdir: Path, port: int, lab
     for x in result["first_step"] + result.get("first_step_cold", []):
         check_tree(x.pop("module"), tree)
     if stock:  # the anchor: stock trainer, stock data loading (cold: load_dataset prepares its cache; warm)
+        recipe = write_recipe(recipe, data, workdir / f"out-{label}", gradient_checkpointing, steps)
         result["stock_first_step_cold"] = run_first_step(recipe, env, workdir, port + 2, mode="stock")
         result["stock_first_step"] = run_first_step(recipe, env, workdir, port + 3, mode="stock")
         for x in result["stock_first_step_cold"] + result["stock_first_step"]:
@@ -240,8 +261,9 @@ def show(r: dict) -> None:
         if key in r:
             ranks = r[key]
             print(f"    {key:16} " + "  ".join(
-                f"rank{x['rank']}: {x['first_step_s']:.1f}s, VmHWM {x['vmhwm_mb']:.0f} MB, RssAnon "
-                f"{x['rss_anon_mb']:.0f} MB, data file {x.get('data_file_mb', 0):.0f} MB" for x in ranks))
+                f"rank{x['rank']}: {x['first_step_s']:.1f}s, VmHWM {x['step1_vmhwm_mb']:.0f} MB at step 1, "
+                f"{x['vmhwm_mb']:.0f} MB by step {x['steps']}, RssAnon {x['rss_anon_mb']:.0f} MB, data file "
+                f"{x.get('step1_data_file_mb', 0):.0f} MB at step 1" for x in ranks))
 
 
 def old_tree_from_ref(ref: str, workdir: Path) -> Path:
@@ -262,7 +284,8 @@ def old_tree_from_ref(ref: str, workdir: Path) -> Path:
 def summary(results: list[dict]) -> None:
     """One line per measured implementation and size: the figures the issue asks for."""
     print("\nimplementation      rows  validate s  rows/s (end to end)  rows/s (data pass)  first step s "
-          "cold / warm (slowest rank)  peak VmHWM / RssAnon MB (largest rank, any run)  data file resident MB")
+          "cold / warm (slowest rank)  peak VmHWM / RssAnon MB over the steps (largest rank, any run)  data file "
+          "resident MB at step 1")
     for r in results:
         v, warm, ranks = r["validate"], r["first_step"], r["first_step"] + r.get("first_step_cold", [])
         cold = f"{max(x['first_step_s'] for x in r['first_step_cold']):.1f}" if "first_step_cold" in r else "-"
@@ -270,13 +293,13 @@ def summary(results: list[dict]) -> None:
         print(f"{r['implementation']:8} {r['rows']:>11,} {v['seconds']:>11.1f} {v['rows_per_s']:>20,} "
               f"{data_pass:>19} {cold:>13} / {max(x['first_step_s'] for x in warm):.1f}"
               f"{'':19}{max(x['vmhwm_mb'] for x in ranks):>8.0f} / {max(x['rss_anon_mb'] for x in ranks):.0f}"
-              f"{'':36}{max(x.get('data_file_mb', float('nan')) for x in ranks):>8.0f}")
+              f"{'':36}{max(x.get('step1_data_file_mb', float('nan')) for x in ranks):>8.0f}")
         if "stock_first_step" in r:
             sc, sw = r["stock_first_step_cold"], r["stock_first_step"]
             print(f"{'stock':8} {r['rows']:>11,} {'-':>11} {'-':>20} {'-':>19} "
                   f"{max(x['first_step_s'] for x in sc):>13.1f} / {max(x['first_step_s'] for x in sw):.1f}"
                   f"{'':19}{max(x['vmhwm_mb'] for x in sc + sw):>8.0f} / {max(x['rss_anon_mb'] for x in sc + sw):.0f}"
-                  f"{'':36}{max(x.get('data_file_mb', float('nan')) for x in sc + sw):>8.0f}")
+                  f"{'':36}{max(x.get('step1_data_file_mb', float('nan')) for x in sc + sw):>8.0f}")
             ours, theirs = max(x["vmhwm_mb"] for x in ranks), max(x["vmhwm_mb"] for x in sc + sw)
             print(f"    {r['rows']:,} rows, stock / embedtrain: peak VmHWM per rank {theirs / ours:.2f}x, time to "
                   f"first step {max(x['first_step_s'] for x in sc) / max(x['first_step_s'] for x in r['first_step_cold']):.2f}x"
@@ -297,6 +320,10 @@ def main() -> None:
                         help="skip the anchor: the stock sentence-transformers trainer on the same job")
     parser.add_argument("--gradient-checkpointing", action="store_true",
                         help="train with gradient checkpointing (embedtrain and stock alike)")
+    parser.add_argument("--steps", type=int, default=10,
+                        help="optimizer steps per run; peak memory is taken over all of them (time: to step 1)")
+    parser.add_argument("--recompute-attention", action="store_true",
+                        help="embedtrain with speed.recompute_attention (stock has no such setting)")
     args = parser.parse_args()
     args.workdir = args.workdir.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -314,12 +341,13 @@ def main() -> None:
         size = write_pairs(data, n)
         print(f"wrote {n:,} pairs ({size / 2**20:.0f} MiB) in {time.perf_counter() - t:.0f}s")
         new = measure(None, data, n, args.workdir, args.port, "new", args.gradient_checkpointing,
-                      stock=not args.no_stock)
+                      stock=not args.no_stock, steps=args.steps, recompute_attention=args.recompute_attention)
         new["file_mb"] = round(size / 2**20)
         results.append(new)
         show(new)
         if n == args.compare_size and old_tree is not None:
-            old = measure(old_tree, data, n, args.workdir, args.port + 4, "old", args.gradient_checkpointing)
+            old = measure(old_tree, data, n, args.workdir, args.port + 4, "old", args.gradient_checkpointing,
+                          steps=args.steps)
             results.append(old)
             show(old)
             ratio_v = old["validate"]["seconds"] / new["validate"]["seconds"]

@@ -89,3 +89,18 @@ def test_in_batch_negatives_are_gathered_across_processes(tmp_path, tiny_model_d
     full = ranks[0]["full"]
     assert abs(gathered_mean - full) < 1e-4  # each anchor saw all 8 candidates, as one process on the full batch
     assert abs(local_mean - full) > 1e-2  # ...which differs from per-process in-batch negatives
+
+
+def test_ddp_keeps_gradients_in_its_all_reduce_buckets(tmp_path, tiny_model_dir, repo_root):
+    """``gradient_as_bucket_view``: one copy of the gradients per process (the buckets), not two."""
+    recipe_path = _recipe(tmp_path, tiny_model_dir, max_steps=1)
+    out = tmp_path / "grads.json"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(repo_root / "recipes" / "accelerate" / "cpu_2proc.yaml"), "--main_process_port", "29537",
+           os.path.join(SCRIPTS, "grad_storage_check.py"), str(recipe_path), str(out)]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads(out.read_text())
+    assert record["world_size"] == 2 and record["gradients"] > 20
+    # DDP's default 25 MB buckets hold the tiny model's gradients in one or two storages
+    assert record["storages"] <= 2, record

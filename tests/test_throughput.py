@@ -380,3 +380,86 @@ def test_offline_mining_in_bf16_is_opt_in_close_to_fp32_and_cached_apart(tiny_mo
         assert [n["score"] for n in f["negatives"]] != [n["score"] for n in e["negatives"]] or \
             f["positive_score"] != e["positive_score"]   # bf16 really ran
         assert f["negatives"][0]["score"] == pytest.approx(e["negatives"][0]["score"], abs=0.02)
+
+
+# -- attention recomputation (memory) -------------------------------------------------------------------------
+def _saved_bytes_and_grads(model, features, seed: int = 3) -> tuple[int, dict[str, torch.Tensor]]:
+    """Bytes the forward pass keeps for the backward pass (saved-tensor hooks), and the gradients."""
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        if t.is_floating_point():  # one count per storage (several saved views may share one)
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)  # the same dropout masks for both runs
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(dict(features))["sentence_embedding"]
+    out.pow(2).sum().backward()
+    return sum(saved.values()), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_recomputed_attention_keeps_less_for_backward_and_gives_the_same_gradients(tiny_model_dir, one_thread):
+    from embedtrain.models import attention
+    from embedtrain.models.resolve import load_model
+
+    model = load_model(tiny_model_dir, device="cpu")
+    bert = model[0].auto_model
+    assert bert.config._attn_implementation == "sdpa" and bert.config.attention_probs_dropout_prob > 0
+    model.train()
+    features = model.preprocess([" ".join(f"word{i * 7 + j}" for j in range(10 + 5 * i)) for i in range(6)])
+    plain_bytes, plain_grads = _saved_bytes_and_grads(model, features)
+
+    assert attention.install(model)
+    assert bert.config._attn_implementation == attention.NAME
+    recomputed_bytes, grads = _saved_bytes_and_grads(model, features)
+    assert grads.keys() == plain_grads.keys()
+    for name in grads:  # the same dropout mask in the recomputation: the same gradients, to the bit
+        torch.testing.assert_close(grads[name], plain_grads[name], rtol=0, atol=0, msg=name)
+    # per layer the scores, the softmax, the dropped probabilities (and the mask) are no longer kept
+    batch, width = features["input_ids"].shape
+    heads, layers = bert.config.num_attention_heads, bert.config.num_hidden_layers
+    attention_matrix = batch * heads * width * width * 4
+    assert plain_bytes - recomputed_bytes >= 2 * layers * attention_matrix, (plain_bytes, recomputed_bytes)
+
+    model.eval()  # inference is plain sdpa: the same embeddings either way
+    with torch.no_grad():
+        recomputed_eval = model(dict(features))["sentence_embedding"]
+    assert attention.uninstall(model) and bert.config._attn_implementation == "sdpa"
+    assert not attention.uninstall(model)
+    with torch.no_grad():
+        torch.testing.assert_close(model(dict(features))["sentence_embedding"], recomputed_eval, rtol=0, atol=0)
+
+
+def test_recompute_attention_setting_trains_and_saves_a_plain_sdpa_model(tmp_path, tiny_model_dir, write_jsonl,
+                                                                         one_thread, caplog):
+    from embedtrain.api import train
+    from embedtrain.models import attention
+
+    rows = [{"anchor": f"question {i} about topic {i % 7}", "positive": f"answer {i} on topic {i % 7}"}
+            for i in range(32)]
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "model": {"name_or_path": str(tiny_model_dir)},
+        "datasets": [{"name": "pairs", "path": str(write_jsonl(rows)), "format": "pairs"}],
+        "loss": {"name": "mnrl"}, "speed": {"recompute_attention": True},
+        "training": {"per_device_train_batch_size": 8, "max_steps": 2, "save_steps": 1000},
+        "output_dir": str(tmp_path / "out")}), encoding="utf-8")
+    with caplog.at_level("INFO", logger="embedtrain.train.throughput"):
+        result = train(str(recipe))
+    assert "recomputed in the backward pass" in caplog.text
+    config = json.loads((result.final_dir / "config.json").read_text())
+    assert attention.NAME not in json.dumps(config)
+    from sentence_transformers import SentenceTransformer
+
+    assert SentenceTransformer(str(result.final_dir), device="cpu")[0].auto_model.config._attn_implementation == "sdpa"
+
+
+def test_recompute_attention_leaves_models_without_sdpa_alone(tiny_model_factory):
+    from embedtrain.models import attention
+    from embedtrain.models.resolve import load_model
+
+    model = load_model(tiny_model_factory(), device="cpu")
+    model[0].auto_model.config._attn_implementation = "eager"
+    assert not attention.install(model) and model[0].auto_model.config._attn_implementation == "eager"

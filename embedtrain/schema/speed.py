@@ -13,6 +13,12 @@ batches, the loss and the data as they are:
 * ``attention_dropout``: set the model's attention-probability dropout (``null``: keep the model's own).
   With 0, CPUs and GPUs run the fused attention kernel instead of materialising the attention matrix;
   it changes regularisation, so it is off unless asked for.
+* ``recompute_attention``: keep only q, k and v of each attention layer for the backward pass and recompute
+  the attention probabilities there (the same dropout mask: the gradients do not change), where the fused
+  kernel cannot run (training with attention dropout outside CUDA). Memory for compute: on all-MiniLM-L6-v2
+  (16 passages of 128 tokens, CPU) ~170 MB less per process at ~6% more time a step (docs/scale.md), so it
+  is off unless asked for. With ``training.gradient_checkpointing`` it adds nothing (whole layers are
+  recomputed already).
 """
 
 from __future__ import annotations
@@ -36,3 +42,6 @@ class SpeedConfig(StrictModel):
         "GradCache losses: mini-batches of rows of similar length."))
     attention_dropout: float | None = Field(default=None, ge=0, lt=1, description=(
         "Override the model's attention dropout (0 lets the fused attention kernel run); null keeps it."))
+    recompute_attention: bool = Field(default=False, description=(
+        "Recompute attention probabilities in the backward pass instead of keeping them (same gradients; "
+        "less memory, a little more time) where the fused kernel cannot run."))

@@ -30,11 +30,13 @@ from embedtrain.io.checkpoints import (
     seal,
 )
 from embedtrain.mining.collective import sharding_engine
+from embedtrain.models import attention
 from embedtrain.models.inspect import model_shape
 from embedtrain.models.resolve import recipe_model_path
 from embedtrain.models.truncate import layer_indices
 from embedtrain.schema import Recipe
 from embedtrain.train.args import build_training_args
+from embedtrain.train.distributed import share_gradient_buckets
 from embedtrain.train.sharded import SHARDED_ENGINES, full_weights, gather_full_state_dict
 
 logger = logging.getLogger(__name__)
@@ -270,6 +272,7 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
     resume_from = plan.resume_from
     keep, args.save_total_limit = args.save_total_limit, None  # rotation happens once a checkpoint is sealed
     trainer = mode.build_trainer(args, list(callbacks or []), resume_from)
+    share_gradient_buckets(trainer)
     if progress is not None:
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(progress())
@@ -291,6 +294,7 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
     from embedtrain.train.throughput import drop_autocast_wrapper
 
     drop_autocast_wrapper(trainer.model)  # float32 from here on, as saved (bf16 training leaves autocast on)
+    attention.uninstall(trainer.model)  # plain sdpa again (speed.recompute_attention), as the model is saved
     mode.after_train(trainer)
 
     after: dict[str, float] = {}

@@ -12,6 +12,8 @@ What is applied, and why each is safe for what the model learns (measurements: d
   reordered by length, so its mini-batches are nearly padding-free. The loss is a mean over rows with every
   other row as a candidate, so it does not depend on the order (row ids in ``labels`` travel along).
 * **attention dropout** (opt-in): setting it to 0 lets the fused attention kernel run.
+* **attention recomputation** (opt-in, :mod:`embedtrain.models.attention`): the attention probabilities are
+  recomputed in the backward pass instead of kept; same gradients, less memory, a little more time.
 """
 
 from __future__ import annotations
@@ -146,6 +148,13 @@ def prepare_model(model, speed) -> None:
             logger.info("attention dropout set to %s (%d places)", speed.attention_dropout, n)
         else:
             logger.warning("speed.attention_dropout: this model's attention dropout was not found; unchanged")
+    if speed.recompute_attention:
+        from embedtrain.models import attention
+
+        if attention.install(model):
+            logger.info("attention probabilities recomputed in the backward pass (speed.recompute_attention)")
+        else:
+            logger.warning("speed.recompute_attention: this model does not use sdpa attention; unchanged")
     if speed.bucketing:
         bucketing.install(model, overhead_tokens=speed.bucket_overhead_tokens)
 
