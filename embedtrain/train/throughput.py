@@ -93,6 +93,8 @@ def describe_speed(recipe) -> str:
     parts = [f"precision {where}", f"bucketing {'on' if speed.bucketing else 'off'}"]
     if speed.attention_dropout is not None:
         parts.append(f"attention dropout {speed.attention_dropout}")
+    if speed.recompute_attention:
+        parts.append("attention recomputed in the backward pass")
     return "speed: " + ", ".join(parts)
 
 
