@@ -22,12 +22,8 @@ on a device other than CUDA (whose fused kernels apply dropout themselves); othe
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch.utils.checkpoint import checkpoint
-
-logger = logging.getLogger(__name__)
 
 #: The attention implementation's name in transformers' registry.
 NAME = "embedtrain_sdpa_recompute"
