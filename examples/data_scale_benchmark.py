@@ -9,8 +9,8 @@ written (queries of 5-15 words, passages of 40-100 words: about 550 bytes a row,
    all-MiniLM-L6-v2, stopped after ``--steps`` optimizer steps (default 10): seconds from process start to the
    end of step 1, and peak RSS per rank over the steps (VmHWM, which counts the memory-mapped data pages a rank
    touched, and RssAnon, its private memory; the peak keeps rising after step 1, as longer batches come and
-   the allocator's heap grows, so step 1 alone understates it), once with a cold cache (the main process prepares, the other waits and opens it) and once
-   warm (both open the cache);
+   the allocator's heap grows, so step 1 alone understates it), once with a cold cache (the main process
+   prepares, the other waits and opens it) and once warm (both open the cache);
 3. the anchor (unless ``--no-stock``): the same job on the stock ``SentenceTransformerTrainer`` (same model,
    loss with gathered negatives, batch size, no-duplicates sampler), data loaded the stock way
    (``datasets.load_dataset("json")``: datasets' Arrow cache, memory-mapped), cold and warm; the ratios
@@ -197,16 +197,16 @@ def check_tree(used: str, tree: Path | None) -> None:
         raise RuntimeError(f"measured process imported {used}, expected the package in {expected}")
 
 
-def run_first_step(recipe: Path, env: dict, workdir: Path, port: int, mode: str = "embedtrain") -> list[dict]:
-    """One ``accelerate launch`` of 2 processes; per rank: time to step 1, memory at step 1 and peak over the
-    recipe's measured steps (its ``max_steps`` - 1)."""
+def run_first_step(recipe: Path, env: dict, workdir: Path, port: int, steps: int,
+                   mode: str = "embedtrain") -> list[dict]:
+    """One ``accelerate launch`` of 2 processes; per rank: time to step 1, memory at step 1 and the peak over
+    ``steps`` steps (the recipe runs one more, so the measured ones end before the trainer's own end)."""
     shutil.rmtree(json.loads(recipe.read_text())["output_dir"], ignore_errors=True)  # a fresh run each time
     script = workdir / "first_step.py"
     script.write_text(FIRST_STEP_SCRIPT)
     out = workdir / "ranks"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
-    steps = json.loads(recipe.read_text())["training"]["max_steps"] - 1
     env = dict(env, BENCH_T0=str(time.time()), BENCH_STEPS=str(steps), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(REPO / "recipes" / "accelerate" / "cpu_2proc.yaml"), "--main_process_port", str(port),
@@ -236,14 +236,14 @@ def measure(tree: Path | None, data: Path, n: int, workdir: Path, port: int, lab
         result["validate"]["prepare_rows_per_s"] = round(n / prep["seconds"])
     if tree is None:  # the new implementation: a cold start (empty cache) and a warm one
         shutil.rmtree(cache, ignore_errors=True)
-        result["first_step_cold"] = run_first_step(recipe, env, workdir, port)
-    result["first_step"] = run_first_step(recipe, env, workdir, port + 1)  # old: reads again; new: warm cache
+        result["first_step_cold"] = run_first_step(recipe, env, workdir, port, steps)
+    result["first_step"] = run_first_step(recipe, env, workdir, port + 1, steps)  # old: reads again; new: warm cache
     for x in result["first_step"] + result.get("first_step_cold", []):
         check_tree(x.pop("module"), tree)
     if stock:  # the anchor: stock trainer, stock data loading (cold: load_dataset prepares its cache; warm)
         recipe = write_recipe(recipe, data, workdir / f"out-{label}", gradient_checkpointing, steps)
-        result["stock_first_step_cold"] = run_first_step(recipe, env, workdir, port + 2, mode="stock")
-        result["stock_first_step"] = run_first_step(recipe, env, workdir, port + 3, mode="stock")
+        result["stock_first_step_cold"] = run_first_step(recipe, env, workdir, port + 2, steps, mode="stock")
+        result["stock_first_step"] = run_first_step(recipe, env, workdir, port + 3, steps, mode="stock")
         for x in result["stock_first_step_cold"] + result["stock_first_step"]:
             x.pop("module")
     shutil.rmtree(cache, ignore_errors=True)

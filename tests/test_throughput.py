@@ -463,3 +463,18 @@ def test_recompute_attention_leaves_models_without_sdpa_alone(tiny_model_factory
     model = load_model(tiny_model_factory(), device="cpu")
     model[0].auto_model.config._attn_implementation = "eager"
     assert not attention.install(model) and model[0].auto_model.config._attn_implementation == "eager"
+
+
+def test_recompute_attention_is_skipped_under_gradient_checkpointing(tiny_model_dir):
+    """Whole layers are recomputed already: recomputing the attention core inside them would be done twice."""
+    from embedtrain.models.resolve import load_model
+    from embedtrain.schema import SpeedConfig
+    from embedtrain.train.throughput import prepare_model, restore_model
+
+    model = load_model(tiny_model_dir, device="cpu")
+    prepare_model(model, SpeedConfig(recompute_attention=True, bucketing=False), gradient_checkpointing=True)
+    assert model[0].auto_model.config._attn_implementation == "sdpa"
+    prepare_model(model, SpeedConfig(recompute_attention=True, bucketing=False))
+    assert model[0].auto_model.config._attn_implementation != "sdpa"
+    restore_model(model)
+    assert model[0].auto_model.config._attn_implementation == "sdpa"

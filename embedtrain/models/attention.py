@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import torch
 from torch.utils.checkpoint import checkpoint
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 #: The attention implementation's name in transformers' registry.
 NAME = "embedtrain_sdpa_recompute"
@@ -32,8 +33,6 @@ NAME = "embedtrain_sdpa_recompute"
 def recomputed_sdpa_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                               attention_mask: torch.Tensor | None, dropout: float = 0.0, **kwargs):
     """transformers' ``sdpa`` attention; in training with dropout outside CUDA, recomputed in the backward pass."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     if dropout > 0 and module.training and torch.is_grad_enabled() and query.device.type != "cuda":
         return checkpoint(sdpa_attention_forward, module, query, key, value, attention_mask, dropout=dropout,
                           use_reentrant=False, preserve_rng_state=True, **kwargs)

@@ -21,3 +21,10 @@ def is_checkpointing(hf_model) -> bool:
     if hasattr(type(hf_model), "is_activation_checkpointing"):
         return hf_model.is_activation_checkpointing
     return hf_model.is_gradient_checkpointing
+
+
+def any_checkpointing(model) -> bool:
+    """Whether a transformers model inside ``model`` (e.g. a sentence-transformer) has checkpointing on."""
+    from transformers import PreTrainedModel
+
+    return any(is_checkpointing(m) for m in model.modules() if isinstance(m, PreTrainedModel))

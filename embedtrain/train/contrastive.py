@@ -24,6 +24,7 @@ from embedtrain.evaluation.evaluators import (
 )
 from embedtrain.losses import build_loss
 from embedtrain.mining.attach import attach_dynamic_mining, build_miners, record_trained_rows
+from embedtrain.models.checkpointing import any_checkpointing
 from embedtrain.models.resolve import load_model
 from embedtrain.schema import ContrastiveRecipe
 from embedtrain.train.args import ST_TRAINING_DEFAULTS
@@ -129,7 +130,9 @@ class ContrastiveMode(TrainingMode):
         check_merge_engine(self.recipe)
         model = load_start_model(self.recipe, self)
         model.prompts = {**(model.prompts or {}), **checkpoint_prompts(self.recipe)}
-        prepare_model(model, self.recipe.speed)  # before mining wraps the forward: it records merged outputs
+        # before mining wraps the forward: it records merged outputs
+        prepare_model(model, self.recipe.speed,
+                      gradient_checkpointing=bool(args.gradient_checkpointing) or any_checkpointing(model))
         train_datasets = {p.config.name: p.dataset for p in self.prepared}
         losses = {p.config.name: build_loss(p.loss, model, p.loss_context) for p in self.prepared}
         mining = attach_dynamic_mining(self.miners, train_datasets, resume_from, model, losses,

@@ -30,7 +30,6 @@ from embedtrain.io.checkpoints import (
     seal,
 )
 from embedtrain.mining.collective import sharding_engine
-from embedtrain.models import attention
 from embedtrain.models.inspect import model_shape
 from embedtrain.models.resolve import recipe_model_path
 from embedtrain.models.truncate import layer_indices
@@ -291,10 +290,9 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
         logger.info("before training: %s %.2f", name, value)
 
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    from embedtrain.train.throughput import drop_autocast_wrapper
+    from embedtrain.train.throughput import restore_model
 
-    drop_autocast_wrapper(trainer.model)  # float32 from here on, as saved (bf16 training leaves autocast on)
-    attention.uninstall(trainer.model)  # plain sdpa again (speed.recompute_attention), as the model is saved
+    restore_model(trainer.model)  # computes as saved from here on: float32, plain sdpa attention
     mode.after_train(trainer)
 
     after: dict[str, float] = {}

@@ -142,15 +142,30 @@ def drop_autocast_wrapper(model) -> bool:
     return True
 
 
-def prepare_model(model, speed) -> None:
-    """Apply ``speed`` (a :class:`~embedtrain.schema.SpeedConfig`) to the model about to be trained."""
+def restore_model(model) -> None:
+    """Undo what training left on ``model`` so it computes as it is saved: the autocast wrapper
+    (:func:`drop_autocast_wrapper`) and recomputed attention (plain ``sdpa`` again)."""
+    from embedtrain.models import attention
+
+    drop_autocast_wrapper(model)
+    attention.uninstall(model)
+
+
+def prepare_model(model, speed, gradient_checkpointing: bool = False) -> None:
+    """Apply ``speed`` (a :class:`~embedtrain.schema.SpeedConfig`) to the model about to be trained.
+
+    ``gradient_checkpointing``: the run recomputes whole layers in the backward pass, so
+    ``recompute_attention`` would only recompute the attention core a second time and is skipped.
+    """
     if speed.attention_dropout is not None:
         n = set_attention_dropout(model, speed.attention_dropout)
         if n:
             logger.info("attention dropout set to %s (%d places)", speed.attention_dropout, n)
         else:
             logger.warning("speed.attention_dropout: this model's attention dropout was not found; unchanged")
-    if speed.recompute_attention:
+    if speed.recompute_attention and gradient_checkpointing:
+        logger.info("speed.recompute_attention skipped: gradient checkpointing recomputes whole layers already")
+    elif speed.recompute_attention:
         from embedtrain.models import attention
 
         if attention.install(model):
