@@ -17,8 +17,8 @@ batches, the loss and the data as they are:
   the attention probabilities there (the same dropout mask: the gradients do not change), where the fused
   kernel cannot run (training with attention dropout outside CUDA). Memory for compute: on all-MiniLM-L6-v2
   (16 passages of 128 tokens, 2 CPU ranks) 130-170 MB less peak per process at ~6% more time a step
-  (docs/scale.md), so it is off unless asked for. With ``training.gradient_checkpointing`` it adds nothing
-  (whole layers are recomputed already).
+  (docs/scale.md), so it is off unless asked for. With gradient checkpointing it is skipped (whole
+  layers are recomputed already).
 """
 
 from __future__ import annotations
