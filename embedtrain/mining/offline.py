@@ -165,17 +165,17 @@ class _Texts:
         out: list[Any] = [None] * len(positions)
         is_doc = positions < self.n_docs
         if is_doc.any():
-            docs = self.documents.take(pa.array(positions[is_doc])).to_pylist()
+            docs = take_texts(self.documents, positions[is_doc])
             for i, t in zip(np.flatnonzero(is_doc), docs):
                 out[i] = t
         if (~is_doc).any():
-            pos = self.positives.take(pa.array(positions[~is_doc] - self.n_docs)).to_pylist()
+            pos = take_texts(self.positives, positions[~is_doc] - self.n_docs)
             for i, t in zip(np.flatnonzero(~is_doc), pos):
                 out[i] = t
         return out
 
     def queries(self, ids: np.ndarray) -> list[str]:
-        return self.anchors.take(pa.array(self.layout.query_rows[np.asarray(ids, dtype=np.int64)])).to_pylist()
+        return take_texts(self.anchors, self.layout.query_rows[np.asarray(ids, dtype=np.int64)])
 
     def corpus_lengths(self) -> np.ndarray:
         """Characters per corpus id (read from the columns without building Python strings)."""
@@ -188,6 +188,26 @@ class _Texts:
 
     def rows(self, column: pa.ChunkedArray, start: int, end: int) -> list[str]:
         return column.slice(start, end - start).to_pylist()
+
+
+def take_texts(column: pa.ChunkedArray, positions: np.ndarray) -> list[str]:
+    """``column[positions]`` as Python strings, taken chunk by chunk.
+
+    ``ChunkedArray.take`` joins all the chunks of a multi-chunk column into one new buffer first: the whole
+    memory-mapped column copied into memory and every page of it read, on each call. Here only the chunks that
+    hold ``positions`` are read, so a block of texts costs memory in proportion to the block, not the corpus.
+    """
+    positions = np.asarray(positions, dtype=np.int64)
+    if column.num_chunks <= 1:
+        return column.take(pa.array(positions)).to_pylist()
+    bounds = np.cumsum([0] + [len(c) for c in column.chunks])
+    chunk_of = np.searchsorted(bounds, positions, side="right") - 1
+    out: list[Any] = [None] * len(positions)
+    for c in np.unique(chunk_of):
+        where = np.flatnonzero(chunk_of == c)
+        for i, t in zip(where, column.chunk(int(c)).take(pa.array(positions[where] - bounds[c])).to_pylist()):
+            out[i] = t
+    return out
 
 
 def _char_lengths(column: pa.ChunkedArray) -> np.ndarray:
@@ -455,7 +475,7 @@ def _mine_chunk(config, layout: MiningLayout, texts: _Texts, anchors, positives,
     stats.search_s += time.perf_counter() - t
     if rescorer is not None:
         t = time.perf_counter()
-        query_texts = texts.anchors.take(pa.array(layout.query_rows[queries])).to_pylist()
+        query_texts = texts.queries(queries)
         scores, ids = _rescore(rescorer, query_texts, texts, scores, ids)
         stats.rescore_s += time.perf_counter() - t
     flt = config.filter_only()

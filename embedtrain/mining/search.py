@@ -88,7 +88,7 @@ def same_query_and_document_vectors(model, texts: Sequence[str], *, query_prompt
 
 
 def top_k(queries: np.ndarray, corpus: np.ndarray, k: int, *, query_chunk_size: int = 1024,
-          corpus_chunk_size: int = 65536, use_faiss: bool = False,
+          corpus_chunk_size: int = 16384, use_faiss: bool = False,
           advance: Advance | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Scores and corpus ids of the ``k`` highest inner products per query, best first.
 

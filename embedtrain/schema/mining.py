@@ -98,7 +98,9 @@ class OfflineMiningConfig(NegativeFilter):
     candidates: int = Field(default=0, ge=0, description="Extra ranked candidates to keep (for dynamic mining).")
     batch_size: int = Field(default=64, gt=0, description="Encoding batch size.")
     query_chunk_size: int = Field(default=1024, gt=0, description="Queries per search block.")
-    corpus_chunk_size: int = Field(default=65536, gt=0, description="Documents per search block.")
+    corpus_chunk_size: int = Field(default=16384, gt=0, description=(
+        "Documents per search block: exact search holds query_chunk_size x corpus_chunk_size scores at a time "
+        "(64 MB by default), whatever the corpus size."))
     use_faiss: bool = Field(default=False, description="Exact search with a faiss flat index instead of torch.")
     index: Literal["exact", "ivf", "hnsw"] = Field(default="exact", description=(
         "exact (default), or approximate faiss search: ivf (IVFFlat) or hnsw; recall@k against exact search "
