@@ -21,6 +21,12 @@ pass): it lowers the per-rank floor that the trainer itself needs, whatever the 
 ``--recompute-attention`` sets embedtrain's ``speed.recompute_attention`` (only the attention probabilities are
 recomputed; stock has no such setting).
 
+``--malloc-stats`` splits each rank's peak (glibc only): a thread reads ``mallinfo2`` every 10 ms and keeps the
+largest number of bytes the program had allocated and not freed (``malloc live``; tensors, Python objects larger
+than 512 bytes), and the rank's RSS when training starts (libraries, model, data handles). What the peak holds
+beyond the two is the allocator's slack (freed memory it has not returned) and small-object pools. The thread
+takes the allocator's lock while it reads, so time figures of such a run are not the reference.
+
 At ``--compare-size`` (default 100k) the same is measured for the previous implementation, which reads rows into
 Python lists on every rank, and the ratios are printed: ``--old-ref c834e34`` (the commit before the Arrow data
 path; its ``embedtrain`` package is extracted with ``git archive`` into the work folder) or ``--old-tree``, a copy
@@ -63,8 +69,32 @@ def memory():
             current = parts[5] if len(parts) > 5 else ""
         elif parts and parts[0] == "Rss:" and current and current.endswith(".arrow"):
             data_kb += int(parts[1])
-    return {"vmhwm_mb": kb("VmHWM") / 1024, "rss_anon_mb": kb("RssAnon") / 1024, "rss_file_mb": kb("RssFile") / 1024,
+    return {"vmhwm_mb": kb("VmHWM") / 1024, "vmrss_mb": kb("VmRSS") / 1024, "rss_anon_mb": kb("RssAnon") / 1024,
+            "rss_file_mb": kb("RssFile") / 1024,
             "data_file_mb": data_kb / 1024}
+
+
+MALLOC = {"live_peak_mb": 0.0}
+if os.environ.get("BENCH_MALLOC"):
+    import ctypes, threading
+
+    class _MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in
+                    "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+
+    _libc = ctypes.CDLL("libc.so.6")
+    _libc.mallinfo2.restype = _MallInfo2
+
+    def malloc_live_mb():
+        info = _libc.mallinfo2()
+        return (info.uordblks + info.hblkhd) / 2**20  # in use in the arenas + in mmapped chunks
+
+    def _sample():
+        while True:
+            MALLOC["live_peak_mb"] = max(MALLOC["live_peak_mb"], malloc_live_mb())
+            time.sleep(0.01)
+
+    threading.Thread(target=_sample, daemon=True).start()
 
 
 class FirstStep(TrainerCallback):
@@ -74,13 +104,20 @@ class FirstStep(TrainerCallback):
     def __init__(self):
         self.out = None
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.begin = {"begin_rss_mb": memory()["vmrss_mb"]}
+        if os.environ.get("BENCH_MALLOC"):
+            self.begin["begin_malloc_live_mb"] = malloc_live_mb()
+
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == 1:
             import embedtrain
             self.out = {"rank": int(os.environ.get("RANK", "0")), "first_step_s": time.time() - T0,
                         "module": embedtrain.__file__, **{f"step1_{k}": v for k, v in memory().items()}}
         if state.global_step == int(os.environ.get("BENCH_STEPS", "1")):
-            self.out.update(memory(), steps=state.global_step)
+            self.out.update(memory(), steps=state.global_step, **self.begin)
+            if os.environ.get("BENCH_MALLOC"):
+                self.out["malloc_live_peak_mb"] = MALLOC["live_peak_mb"]
             with open(os.path.join(sys.argv[2], f"rank{self.out['rank']}.json"), "w") as fh:
                 json.dump(self.out, fh)
             # every rank is done with the measured steps (their gradients were all-reduced): what follows
@@ -198,7 +235,7 @@ def check_tree(used: str, tree: Path | None) -> None:
 
 
 def run_first_step(recipe: Path, env: dict, workdir: Path, port: int, steps: int,
-                   mode: str = "embedtrain") -> list[dict]:
+                   mode: str = "embedtrain", malloc_stats: bool = False) -> list[dict]:
     """One ``accelerate launch`` of 2 processes; per rank: time to step 1, memory at step 1 and the peak over
     ``steps`` steps (the recipe runs one more, so the measured ones end before the trainer's own end)."""
     shutil.rmtree(json.loads(recipe.read_text())["output_dir"], ignore_errors=True)  # a fresh run each time
@@ -207,7 +244,8 @@ def run_first_step(recipe: Path, env: dict, workdir: Path, port: int, steps: int
     out = workdir / "ranks"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
-    env = dict(env, BENCH_T0=str(time.time()), BENCH_STEPS=str(steps), OMP_NUM_THREADS="1")
+    env = dict(env, BENCH_T0=str(time.time()), BENCH_STEPS=str(steps), OMP_NUM_THREADS="1",
+               BENCH_MALLOC="1" if malloc_stats else "")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(REPO / "recipes" / "accelerate" / "cpu_2proc.yaml"), "--main_process_port", str(port),
            str(script), str(recipe), str(out), mode]
@@ -219,7 +257,7 @@ def run_first_step(recipe: Path, env: dict, workdir: Path, port: int, steps: int
 
 def measure(tree: Path | None, data: Path, n: int, workdir: Path, port: int, label: str,
             gradient_checkpointing: bool = False, stock: bool = False, steps: int = 10,
-            recompute_attention: bool = False) -> dict:
+            recompute_attention: bool = False, malloc_stats: bool = False) -> dict:
     cache = workdir / f"cache-{label}"
     shutil.rmtree(cache, ignore_errors=True)
     recipe = write_recipe(workdir / f"recipe-{label}.json", data, workdir / f"out-{label}", gradient_checkpointing,
@@ -236,14 +274,15 @@ def measure(tree: Path | None, data: Path, n: int, workdir: Path, port: int, lab
         result["validate"]["prepare_rows_per_s"] = round(n / prep["seconds"])
     if tree is None:  # the new implementation: a cold start (empty cache) and a warm one
         shutil.rmtree(cache, ignore_errors=True)
-        result["first_step_cold"] = run_first_step(recipe, env, workdir, port, steps)
-    result["first_step"] = run_first_step(recipe, env, workdir, port + 1, steps)  # old: reads again; new: warm cache
+        result["first_step_cold"] = run_first_step(recipe, env, workdir, port, steps, malloc_stats=malloc_stats)
+    # old: reads again; new: warm cache
+    result["first_step"] = run_first_step(recipe, env, workdir, port + 1, steps, malloc_stats=malloc_stats)
     for x in result["first_step"] + result.get("first_step_cold", []):
         check_tree(x.pop("module"), tree)
     if stock:  # the anchor: stock trainer, stock data loading (cold: load_dataset prepares its cache; warm)
         recipe = write_recipe(recipe, data, workdir / f"out-{label}", gradient_checkpointing, steps)
-        result["stock_first_step_cold"] = run_first_step(recipe, env, workdir, port + 2, steps, mode="stock")
-        result["stock_first_step"] = run_first_step(recipe, env, workdir, port + 3, steps, mode="stock")
+        result["stock_first_step_cold"] = run_first_step(recipe, env, workdir, port + 2, steps, "stock", malloc_stats)
+        result["stock_first_step"] = run_first_step(recipe, env, workdir, port + 3, steps, "stock", malloc_stats)
         for x in result["stock_first_step_cold"] + result["stock_first_step"]:
             x.pop("module")
     shutil.rmtree(cache, ignore_errors=True)
@@ -263,7 +302,10 @@ def show(r: dict) -> None:
             print(f"    {key:16} " + "  ".join(
                 f"rank{x['rank']}: {x['first_step_s']:.1f}s, VmHWM {x['step1_vmhwm_mb']:.0f} MB at step 1, "
                 f"{x['vmhwm_mb']:.0f} MB by step {x['steps']}, RssAnon {x['rss_anon_mb']:.0f} MB, data file "
-                f"{x.get('step1_data_file_mb', 0):.0f} MB at step 1" for x in ranks))
+                f"{x.get('step1_data_file_mb', 0):.0f} MB at step 1" + (
+                    f" (RSS {x['begin_rss_mb']:.0f} MB when training starts, malloc live "
+                    f"{x['begin_malloc_live_mb']:.0f} MB then and {x['malloc_live_peak_mb']:.0f} MB at most)"
+                    if "malloc_live_peak_mb" in x else "") for x in ranks))
 
 
 def old_tree_from_ref(ref: str, workdir: Path) -> Path:
@@ -322,6 +364,8 @@ def main() -> None:
                         help="train with gradient checkpointing (embedtrain and stock alike)")
     parser.add_argument("--steps", type=int, default=10,
                         help="optimizer steps per run; peak memory is taken over all of them (time: to step 1)")
+    parser.add_argument("--malloc-stats", action="store_true",
+                        help="split each rank's peak: RSS when training starts, live malloc bytes at most (glibc)")
     parser.add_argument("--recompute-attention", action="store_true",
                         help="embedtrain with speed.recompute_attention (stock has no such setting)")
     args = parser.parse_args()
@@ -341,7 +385,8 @@ def main() -> None:
         size = write_pairs(data, n)
         print(f"wrote {n:,} pairs ({size / 2**20:.0f} MiB) in {time.perf_counter() - t:.0f}s")
         new = measure(None, data, n, args.workdir, args.port, "new", args.gradient_checkpointing,
-                      stock=not args.no_stock, steps=args.steps, recompute_attention=args.recompute_attention)
+                      stock=not args.no_stock, steps=args.steps, recompute_attention=args.recompute_attention,
+                      malloc_stats=args.malloc_stats)
         new["file_mb"] = round(size / 2**20)
         results.append(new)
         show(new)

@@ -257,3 +257,42 @@ def test_mining_benchmark_search_part_reports_both_backends(repo_root):
     assert [(r["backend"], r["corpus"]) for r in rows] == [("torch", 300), ("faiss", 300), ("torch", 700),
                                                            ("faiss", 700)]
     assert all(r["queries_per_s"] > 0 and r["queries"] == 20 for r in rows)
+
+
+def test_scale_benchmark_synthetic_corpus_is_distinct_new_and_sentence_shaped(repo_root):
+    """``--synthetic`` corpora: distinct sentences, none of the seed ones, word counts drawn from the seeds'."""
+    module = load_script(repo_root / "examples" / "mining_scale_benchmark.py")
+    seeds = ["a cat sits on the mat", "the dog runs", "a bird flies over the tree today", "red fox"]
+    made = module.synthetic_sentences(seeds, 200, set(seeds))
+    assert len(made) == 200 and len(set(made)) == 200 and not set(made) & set(seeds)
+    seed_words = {w for s in seeds for w in s.split()}
+    assert all(set(s.split()) <= seed_words for s in made)
+    assert {len(s.split()) for s in made} <= {len(s.split()) for s in seeds}
+    assert module.synthetic_sentences(seeds, 200, set(seeds)) == made  # seeded
+
+
+def test_texts_are_taken_chunk_by_chunk_without_copying_the_column():
+    """A block of corpus texts costs memory in proportion to the block: ``ChunkedArray.take`` would first join
+    every chunk of the (memory-mapped) column into one new buffer, on each of the thousands of blocks."""
+    import pyarrow as pa
+
+    from embedtrain.mining.offline import take_texts
+
+    texts = [f"document number {i} " * 3 for i in range(100_000)]
+    column = pa.chunked_array([pa.array(texts[i:i + 10_000]) for i in range(0, 100_000, 10_000)])
+    rng = np.random.default_rng(0)
+    ids = np.sort(rng.choice(len(texts), 512, replace=False))
+    shuffled = rng.permutation(len(texts))[:300]
+    default = pa.default_memory_pool()
+    try:
+        pools = []
+        for take in (lambda i: take_texts(column, i), lambda i: column.take(pa.array(i)).to_pylist()):
+            pools.append(pa.proxy_memory_pool(pa.system_memory_pool()))
+            pa.set_memory_pool(pools[-1])
+            assert take(ids) == [texts[i] for i in ids] and take(shuffled) == [texts[i] for i in shuffled]
+    finally:
+        pa.set_memory_pool(default)
+    assert pools[0].max_memory() < column.nbytes / 100  # take_texts: the block's own bytes
+    assert pools[1].max_memory() >= column.nbytes  # the join that take_texts avoids (the check can fail)
+    assert take_texts(pa.chunked_array([pa.array(texts[:10])]), np.array([3, 1])) == [texts[3], texts[1]]
+    assert take_texts(column, np.array([], dtype=np.int64)) == []
