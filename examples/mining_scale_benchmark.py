@@ -171,7 +171,7 @@ def main() -> None:
     parser.add_argument("--synthetic", action="store_true",
                         help="fill corpora larger than the local sentences with recombined sentences")
     parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES),
-                        help="which rows to run (st always runs: it is the reference)")
+                        help="which rows to run (st and embedtrain always run: the speed and negatives references)")
     parser.add_argument("--reprint", action="store_true",
                         help="print the tables of the last run in --workdir again (agreement recomputed)")
     args = parser.parse_args()
