@@ -102,7 +102,7 @@ class FirstStep(TrainerCallback):
     can be longer than the first one, and the allocator's heap grows over the first steps)."""
 
     def __init__(self):
-        self.out = None
+        self.out, self.begin = None, {}
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.begin = {"begin_rss_mb": memory()["vmrss_mb"]}

@@ -30,11 +30,11 @@ the run's embedding files (``emb MB``).
 beyond the local sentences with sentences recombined from their words (seeded; lengths drawn from the local
 sentences'), and ``--tiny-model`` mines with a seeded random 2-layer, 32-dim BERT (the all-MiniLM-L6-v2 tokenizer),
 so a million documents encode in minutes (without the relative margin, which would drop every row of a random
-model). Speed figures of such a run say nothing about real models; the
-peak RSS column shows how each engine's memory grows with the corpus:
+model). Speed figures of such a run say nothing about real models; the peak RSS and private-memory columns show
+how each engine's memory grows with the corpus:
 
     python examples/mining_scale_benchmark.py --workdir runs/mining_rss --synthetic --tiny-model \
-        --corpus-sizes 100000 300000 1000000 --engines st embedtrain
+        --corpus-sizes 100000 1000000 --engines st embedtrain
 """
 
 from __future__ import annotations
@@ -188,7 +188,6 @@ def main() -> None:
         from embedtrain.testing import build_tiny_model
 
         model = str(build_tiny_model(args.workdir / "tiny-model"))
-        # a random model scores every document about alike: with a relative margin no row would keep a negative
     engines = {"st", "embedtrain", *args.engines}
     results = []
     for size in args.corpus_sizes:
@@ -198,7 +197,7 @@ def main() -> None:
         base = {"model": model, "input": str(pairs), "corpus": str(corpus), "num_negatives": 5,
                 "range_max": 50, "relative_margin": 0.05, "batch_size": 64, "max_seq_length": 128,
                 "embeddings_dir": str(emb), "max_samples": args.max_pairs}
-        if args.tiny_model:
+        if args.tiny_model:  # a random model scores documents about alike: the margin would drop every row
             base["relative_margin"] = None
         env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                    EMBEDTRAIN_CACHE_DIR=str(args.workdir / "cache"), OMP_NUM_THREADS=str(args.threads),

@@ -159,23 +159,27 @@ class _Texts:
         self.layout = layout
         self.anchors, self.positives, self.documents = anchors, positives, documents
         self.n_docs = len(documents) if documents is not None else 0
+        # chunk offsets of each column, computed once for the thousands of blocks taken from them
+        self.anchor_bounds, self.positive_bounds = chunk_bounds(anchors), chunk_bounds(positives)
+        self.document_bounds = chunk_bounds(documents) if documents is not None else None
 
     def corpus(self, ids: np.ndarray) -> list[str]:
         positions = self.layout.corpus_sources[np.asarray(ids, dtype=np.int64)]
         out: list[Any] = [None] * len(positions)
         is_doc = positions < self.n_docs
         if is_doc.any():
-            docs = take_texts(self.documents, positions[is_doc])
+            docs = take_texts(self.documents, positions[is_doc], self.document_bounds)
             for i, t in zip(np.flatnonzero(is_doc), docs):
                 out[i] = t
         if (~is_doc).any():
-            pos = take_texts(self.positives, positions[~is_doc] - self.n_docs)
+            pos = take_texts(self.positives, positions[~is_doc] - self.n_docs, self.positive_bounds)
             for i, t in zip(np.flatnonzero(~is_doc), pos):
                 out[i] = t
         return out
 
     def queries(self, ids: np.ndarray) -> list[str]:
-        return take_texts(self.anchors, self.layout.query_rows[np.asarray(ids, dtype=np.int64)])
+        return take_texts(self.anchors, self.layout.query_rows[np.asarray(ids, dtype=np.int64)],
+                          self.anchor_bounds)
 
     def corpus_lengths(self) -> np.ndarray:
         """Characters per corpus id (read from the columns without building Python strings)."""
@@ -190,22 +194,31 @@ class _Texts:
         return column.slice(start, end - start).to_pylist()
 
 
-def take_texts(column: pa.ChunkedArray, positions: np.ndarray) -> list[str]:
+def chunk_bounds(column: pa.ChunkedArray) -> np.ndarray:
+    """Where each chunk of ``column`` starts, and its length at the end (``num_chunks + 1`` offsets)."""
+    return np.cumsum([0] + [len(c) for c in column.chunks]).astype(np.int64)
+
+
+def take_texts(column: pa.ChunkedArray, positions: np.ndarray, bounds: np.ndarray | None = None) -> list[str]:
     """``column[positions]`` as Python strings, taken chunk by chunk.
 
     ``ChunkedArray.take`` joins all the chunks of a multi-chunk column into one new buffer first: the whole
     memory-mapped column copied into memory and every page of it read, on each call. Here only the chunks that
     hold ``positions`` are read, so a block of texts costs memory in proportion to the block, not the corpus.
+    ``bounds`` (:func:`chunk_bounds`, computed when not given) lets a caller that takes many blocks from one
+    column compute the chunk offsets once.
     """
     positions = np.asarray(positions, dtype=np.int64)
     if column.num_chunks <= 1:
         return column.take(pa.array(positions)).to_pylist()
-    bounds = np.cumsum([0] + [len(c) for c in column.chunks])
+    bounds = chunk_bounds(column) if bounds is None else bounds
     chunk_of = np.searchsorted(bounds, positions, side="right") - 1
+    order = np.argsort(chunk_of, kind="stable")  # positions grouped by chunk, one pass over the block
+    groups = np.split(order, np.flatnonzero(np.diff(chunk_of[order])) + 1)
     out: list[Any] = [None] * len(positions)
-    for c in np.unique(chunk_of):
-        where = np.flatnonzero(chunk_of == c)
-        for i, t in zip(where, column.chunk(int(c)).take(pa.array(positions[where] - bounds[c])).to_pylist()):
+    for where in groups:
+        c = int(chunk_of[where[0]]) if len(where) else 0
+        for i, t in zip(where, column.chunk(c).take(pa.array(positions[where] - bounds[c])).to_pylist()):
             out[i] = t
     return out
 
